@@ -1,0 +1,53 @@
+# Two commands do all set-up on a fresh clone (see README):
+#   make sandbox   - the main job on the embedded default (SQLite, simulators)
+#   make test      - the whole test suite (lint, types, rules, pytest)
+# Everything else is a building block of those two.
+
+PYTHON ?= python3
+UV_VERSION ?= 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: setup sandbox test lint typecheck rules-check pytest bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+# Installs exactly what uv.lock pins (no resolution on a fresh machine).
+$(BIN)/ml-connector: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+setup: $(BIN)/ml-connector
+
+sandbox: setup
+	$(BIN)/ml-connector rules lint rules
+	$(BIN)/ml-connector rules test rules/tests
+	$(BIN)/ml-connector preview --records rules/samples/records.json --now 2026-11-25T09:00:00Z
+
+lint: setup
+	$(BIN)/ruff check engine server tests bench
+	$(BIN)/ruff format --check engine server tests bench
+
+typecheck: setup
+	$(BIN)/mypy
+
+rules-check: setup
+	$(BIN)/ml-connector rules lint rules
+	$(BIN)/ml-connector rules test rules/tests
+
+pytest: setup
+	$(BIN)/pytest
+
+test: lint typecheck rules-check pytest
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
