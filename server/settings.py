@@ -1,23 +1,62 @@
 """Configuration from the environment (and an optional .env file), all as `MLC_*` variables.
 
-Secrets (BC client secret, Twilio API key secret and auth token) are not settings: they are stored
-encrypted in the database (see the credentials commands). Settings hold only where things are and
-how the service behaves.
+Nested groups use a double underscore: `MLC_BC__TENANT_ID`, `MLC_TWILIO__FROM_NUMBER`.
+Secret values are `SecretStr` so they never print in reprs or logs; a later step moves them into the
+database encrypted at rest (`ml-connector credentials set`), with these variables as the fallback.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MLC_", env_file=".env", extra="ignore")
+class BCSettings(BaseModel):
+    """Where Business Central and its Entra tenant are, and the app registration to use."""
 
+    api_base_url: str = Field(
+        default="https://api.businesscentral.dynamics.com",
+        description="API host; the client appends /v2.0/{tenant}/{environment}/api/v2.0.",
+    )
+    authority_host: str = Field(
+        default="https://login.microsoftonline.com",
+        description="Entra login host; msal authority = host/tenant.",
+    )
+    tenant_id: str = ""
+    environment: str = "production"
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    companies: list[str] = Field(default_factory=list, description="Company ids to watch; empty = all.")
+    scope: str = "https://api.businesscentral.dynamics.com/.default"
+    ca_cert: Path | None = Field(default=None, description="Extra CA file to trust (the simulator's CA).")
+    max_concurrency: int = Field(
+        default=4, ge=1, le=5, description="BC processes 5 requests per user at once."
+    )
+
+
+class TwilioSettings(BaseModel):
+    api_base_url: str = "https://api.twilio.com"
+    verify_base_url: str = "https://verify.twilio.com"
+    account_sid: str = ""
+    api_key_sid: str = ""
+    api_key_secret: SecretStr = SecretStr("")
+    auth_token: SecretStr = SecretStr("")
+    from_number: str = ""
+    messaging_service_sid: str = ""
+    verify_service_sid: str = ""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MLC_", env_file=".env", env_nested_delimiter="__", extra="ignore"
+    )
+
+    mode: Literal["production", "development", "test"] = "development"
     database_url: str = Field(
         default=f"sqlite:///{REPO_ROOT / 'var' / 'ml-connector.sqlite3'}",
         description="SQLAlchemy URL; SQLite file by default, postgresql+psycopg://... for production.",
@@ -27,7 +66,30 @@ class Settings(BaseSettings):
     default_region: str = Field(
         default="GB", description="Region for phone numbers written without +country (ISO 3166 alpha-2)."
     )
-    log_level: str = Field(default="INFO")
+    log_level: str = "INFO"
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The URL BC and Twilio call us on (behind a proxy: the public https URL); "
+        "used for notificationUrl, StatusCallback and to rebuild URLs for signature checks.",
+    )
+    api_token: SecretStr = Field(
+        default=SecretStr(""), description="Bearer token for the admin and read API."
+    )
+    bc: BCSettings = Field(default_factory=BCSettings)
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+
+    # Workers
+    fetch_interval_seconds: float = 1.0
+    dispatch_interval_seconds: float = 0.5
+    poll_interval_seconds: float = 60.0
+    sweep_time: str = Field(
+        default="08:00", description="Local time of day (business time zone) of the sweep."
+    )
+    business_timezone: str = "Europe/London"
+    messages_per_second: float = Field(default=10.0, gt=0)
+    subscription_renew_before_hours: float = Field(default=24.0, description="Renew this long before expiry.")
+    max_send_attempts: int = 8
+    max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies are answered 413.")
 
 
 def load_settings() -> Settings:
