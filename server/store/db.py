@@ -1,0 +1,153 @@
+"""Engines, sessions and the few statements that differ between SQLite and PostgreSQL.
+
+SQLite (the zero-set-up default) gets WAL, a busy timeout and foreign keys on every connection,
+and every transaction starts with BEGIN IMMEDIATE: the write lock is taken up front, so a
+read-then-write transaction (claim, status update, lease) is serialised instead of failing with
+SQLITE_BUSY on lock upgrade. That is SQLite's fallback for PostgreSQL's row locks and
+`FOR UPDATE SKIP LOCKED` (which the SQLite dialect renders as nothing). Consequence: keep
+transactions short, and never hold a session open across a network call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Rows per multi-VALUES statement: well under SQLite's 32,766 bound parameters and PostgreSQL's 65,535.
+INSERT_CHUNK_ROWS = 200
+
+
+def is_postgres(bind: Engine | sa.Connection | Session) -> bool:
+    return _dialect_name(bind) == "postgresql"
+
+
+def _dialect_name(bind: Engine | sa.Connection | Session) -> str:
+    if isinstance(bind, Session):
+        return bind.get_bind().dialect.name
+    return bind.dialect.name
+
+
+def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:
+    """An engine for `url` (MLC_DATABASE_URL), with the SQLite connection settings applied."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(parsed, echo=echo)
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+    raise ValueError(
+        f"MLC_DATABASE_URL: unsupported database {parsed.get_backend_name()!r}; use sqlite:///path or postgresql+psycopg://..."
+    )
+
+
+def _create_sqlite_engine(url: URL, *, echo: bool) -> Engine:
+    in_memory = url.database in (None, "", ":memory:")
+    if not in_memory and url.database:
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if in_memory:
+        # One shared connection, or each checkout would see its own empty database.
+        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    engine = sa.create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see "begin" below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def make_session(engine: Engine) -> Session:
+    """A session whose objects stay readable after commit (workers pass them on after the transaction)."""
+    return Session(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on error, always close.
+
+    The repository functions in this package never commit; the caller decides the transaction.
+    """
+    session = make_session(engine)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def insert_ignoring_conflicts(
+    session: Session,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict_columns: Sequence[str],
+    returning: sa.ColumnElement[Any],
+) -> list[Any]:
+    """INSERT ... ON CONFLICT (cols) DO NOTHING RETURNING col, on both backends.
+
+    Returns the `returning` value of each row actually inserted (rows that hit the conflict are
+    silently dropped): the database constraint, not a prior SELECT, decides what is a duplicate,
+    so two writers racing with the same key still produce one row.
+    """
+    inserted: list[Any] = []
+    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+        chunk = [dict(r) for r in rows[start : start + INSERT_CHUNK_ROWS]]
+        stmt = (
+            dialect_insert(table)
+            .values(chunk)
+            .on_conflict_do_nothing(index_elements=list(conflict_columns))
+            .returning(returning)
+        )
+        inserted.extend(session.execute(stmt).scalars().all())
+    return inserted
+
+
+def upsert_statement(
+    session: Session,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict_columns: Sequence[str],
+    update_columns: Sequence[str],
+    where: Any = None,
+) -> Any:
+    """INSERT ... ON CONFLICT (cols) DO UPDATE SET col = excluded.col [WHERE ...] for either backend.
+
+    `where` is a callable taking the `excluded` namespace and returning a condition, or None.
+    """
+    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    stmt = dialect_insert(table).values([dict(r) for r in rows])
+    condition = where(stmt.excluded) if where is not None else None
+    return stmt.on_conflict_do_update(
+        index_elements=list(conflict_columns),
+        set_={name: stmt.excluded[name] for name in update_columns},
+        where=condition,
+    )
