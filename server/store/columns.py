@@ -41,9 +41,14 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def json_type() -> sa.types.TypeEngine[Any]:
-    """JSON text on SQLite, JSONB on PostgreSQL (indexable, compact)."""
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+def json_type(*, none_as_null: bool = False) -> sa.types.TypeEngine[Any]:
+    """JSON text on SQLite, JSONB on PostgreSQL (indexable, compact).
+
+    With none_as_null, Python None is stored as SQL NULL rather than the JSON value null.
+    """
+    return sa.JSON(none_as_null=none_as_null).with_variant(
+        postgresql.JSONB(none_as_null=none_as_null), "postgresql"
+    )
 
 
 def require_aware(value: datetime, name: str = "now") -> datetime:

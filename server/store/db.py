@@ -102,6 +102,11 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
+def dialect_insert(session: Session) -> Any:
+    """The backend's INSERT construct (both offer on_conflict_do_nothing / on_conflict_do_update)."""
+    return postgresql.insert if is_postgres(session) else sqlite.insert
+
+
 def insert_ignoring_conflicts(
     session: Session,
     table: sa.Table,
@@ -117,11 +122,11 @@ def insert_ignoring_conflicts(
     so two writers racing with the same key still produce one row.
     """
     inserted: list[Any] = []
-    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    insert = dialect_insert(session)
     for start in range(0, len(rows), INSERT_CHUNK_ROWS):
         chunk = [dict(r) for r in rows[start : start + INSERT_CHUNK_ROWS]]
         stmt = (
-            dialect_insert(table)
+            insert(table)
             .values(chunk)
             .on_conflict_do_nothing(index_elements=list(conflict_columns))
             .returning(returning)
@@ -143,8 +148,7 @@ def upsert_statement(
 
     `where` is a callable taking the `excluded` namespace and returning a condition, or None.
     """
-    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
-    stmt = dialect_insert(table).values([dict(r) for r in rows])
+    stmt = dialect_insert(session)(table).values([dict(r) for r in rows])
     condition = where(stmt.excluded) if where is not None else None
     return stmt.on_conflict_do_update(
         index_elements=list(conflict_columns),

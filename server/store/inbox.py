@@ -1,0 +1,233 @@
+"""The notification inbox: BC webhook items stored durably before the webhook answers.
+
+A BC redelivery (same subscription, resource, changeType and lastModifiedDateTime) hits the
+unique dedupe key and is not stored twice. The fetch worker claims pending items in batches,
+grouped by (company, entity) so it can fetch the changed records together.
+Functions take a Session and never commit (see db.session_scope).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from server.store.columns import UTCDateTime, require_aware
+from server.store.db import insert_ignoring_conflicts
+from server.store.tables import CHANGE_TYPES, InboxNotification
+
+_INBOX = InboxNotification.__table__  # type: ignore[attr-defined]
+
+# `api/v2.0/companies(<id>)/customers(<id>)` or `.../customers?$filter=...` (bc-api.md section b);
+# ids may be quoted. Absolute URLs and a leading slash are accepted too.
+_RESOURCE_RE = re.compile(
+    r"companies\(\s*'?(?P<company>[^)'/]+)'?\s*\)/(?P<entity>[A-Za-z][A-Za-z0-9_]*)"
+    r"(?:\(\s*'?(?P<record>[^)'/]+)'?\s*\))?"
+)
+
+
+@dataclass(frozen=True)
+class ResourceRef:
+    company_id: str | None
+    entity: str | None
+    record_id: str | None
+
+
+def parse_resource(resource: str) -> ResourceRef:
+    """Company, entity and (for a single record) record id named by a notification's resource."""
+    match = _RESOURCE_RE.search(resource)
+    if match is None:
+        return ResourceRef(None, None, None)
+    return ResourceRef(match.group("company"), match.group("entity"), match.group("record"))
+
+
+@dataclass(frozen=True)
+class NotificationIn:
+    """One validated item of a BC notification (clientState already checked by the webhook)."""
+
+    subscription_id: str
+    resource: str
+    change_type: str
+    last_modified: datetime | None
+    # Taken from the subscription by the webhook; when None, parsed from `resource`.
+    company_id: str | None = None
+    entity: str | None = None
+
+
+def notification_dedupe_key(
+    subscription_id: str, resource: str, change_type: str, last_modified: datetime | None
+) -> str:
+    """Hex SHA-256 of what makes a BC delivery the same delivery (the resource can be long)."""
+    stamp = require_aware(last_modified, "lastModifiedDateTime").isoformat() if last_modified else ""
+    raw = "\x1f".join((subscription_id, resource, change_type, stamp))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def store_notifications(session: Session, items: Iterable[NotificationIn], *, now: datetime) -> int:
+    """Store notification items, ignoring ones already stored. Returns how many were new."""
+    now = require_aware(now)
+    rows: list[dict[str, Any]] = []
+    for n, item in enumerate(items):
+        if item.change_type not in CHANGE_TYPES:
+            raise ValueError(
+                f"value[{n}].changeType: {item.change_type!r} is not one of {', '.join(CHANGE_TYPES)}"
+            )
+        ref = parse_resource(item.resource)
+        company_id = item.company_id or ref.company_id
+        entity = item.entity or ref.entity
+        if not company_id or not entity:
+            raise ValueError(f"value[{n}].resource: cannot tell company and entity from {item.resource!r}")
+        rows.append(
+            {
+                "received_at": now,
+                "subscription_id": item.subscription_id,
+                "company_id": company_id,
+                "entity": entity,
+                "resource": item.resource,
+                "change_type": item.change_type,
+                "record_id": ref.record_id if item.change_type != "collection" else None,
+                "last_modified": item.last_modified,
+                "dedupe_key": notification_dedupe_key(
+                    item.subscription_id, item.resource, item.change_type, item.last_modified
+                ),
+                "status": "pending",
+                "attempts": 0,
+            }
+        )
+    if not rows:
+        return 0
+    inserted = insert_ignoring_conflicts(
+        session, _INBOX, rows, conflict_columns=["dedupe_key"], returning=_INBOX.c.id
+    )
+    return len(inserted)
+
+
+@dataclass
+class InboxBatch:
+    """Claimed notifications for one (company, entity), oldest first."""
+
+    company_id: str
+    entity: str
+    items: list[InboxNotification] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[int]:
+        return [i.id for i in self.items if i.id is not None]
+
+    @property
+    def record_ids(self) -> list[str]:
+        """Distinct ids of records created/updated (fetch these), in first-seen order."""
+        seen: dict[str, None] = {}
+        for i in self.items:
+            if i.record_id and i.change_type in ("created", "updated"):
+                seen.setdefault(i.record_id, None)
+        return list(seen)
+
+    @property
+    def deleted_ids(self) -> list[str]:
+        return list(
+            dict.fromkeys(i.record_id for i in self.items if i.record_id and i.change_type == "deleted")
+        )
+
+    @property
+    def collections(self) -> list[InboxNotification]:
+        """'collection' items: more than 1,000 changes; GET the resource URL as given and page through."""
+        return [i for i in self.items if i.change_type == "collection"]
+
+
+def claim_inbox_batch(
+    session: Session, worker_id: str, *, now: datetime, limit: int, lease_seconds: float
+) -> list[InboxBatch]:
+    """Claim up to `limit` pending items (or ones whose claim expired), grouped by (company, entity)."""
+    now = require_aware(now)
+    if limit <= 0:
+        return []
+    claimable = sa.or_(
+        col(InboxNotification.status) == "pending",
+        sa.and_(col(InboxNotification.status) == "processing", col(InboxNotification.claim_expires) < now),
+    )
+    pick = (
+        select(InboxNotification.id)
+        .where(claimable)
+        .order_by(col(InboxNotification.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(session.exec(pick).all())
+    if not ids:
+        return []
+    session.execute(
+        sa.update(_INBOX)
+        .where(_INBOX.c.id.in_(ids))
+        .values(
+            status="processing",
+            claimed_by=worker_id,
+            claim_expires=now + timedelta(seconds=lease_seconds),
+            attempts=_INBOX.c.attempts + 1,
+        )
+    )
+    items = session.exec(
+        select(InboxNotification)
+        .where(col(InboxNotification.id).in_(ids))
+        .order_by(col(InboxNotification.id))
+        .execution_options(populate_existing=True)
+    ).all()
+    batches: dict[tuple[str, str], InboxBatch] = {}
+    for item in items:
+        key = (item.company_id, item.entity)
+        batches.setdefault(key, InboxBatch(item.company_id, item.entity)).items.append(item)
+    return list(batches.values())
+
+
+def mark_inbox_done(session: Session, ids: Sequence[int], *, now: datetime) -> int:
+    now = require_aware(now)
+    if not ids:
+        return 0
+    result = session.execute(
+        sa.update(_INBOX)
+        .where(_INBOX.c.id.in_(list(ids)))
+        .values(status="done", processed_at=now, claimed_by=None, claim_expires=None, last_error=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_inbox(
+    session: Session, ids: Sequence[int], *, error: str, now: datetime, max_attempts: int
+) -> int:
+    """Processing failed: back to pending for another try, or 'failed' once attempts reach max_attempts."""
+    now = require_aware(now)
+    if not ids:
+        return 0
+    exhausted = _INBOX.c.attempts >= max_attempts
+    result = session.execute(
+        sa.update(_INBOX)
+        .where(_INBOX.c.id.in_(list(ids)))
+        .values(
+            status=sa.case((exhausted, "failed"), else_="pending"),
+            processed_at=sa.case((exhausted, sa.literal(now, UTCDateTime())), else_=None),
+            claimed_by=None,
+            claim_expires=None,
+            last_error=error,
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def purge_done(session: Session, *, before: datetime) -> int:
+    """Delete processed items older than `before` (the inbox is a queue, not an archive)."""
+    before = require_aware(before, "before")
+    result = session.execute(
+        sa.delete(_INBOX).where(_INBOX.c.status == "done", _INBOX.c.processed_at < before)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(sa.select(_INBOX.c.status, sa.func.count()).group_by(_INBOX.c.status)).all()
+    return {str(status): int(n) for status, n in rows}

@@ -1,0 +1,82 @@
+"""Read side of the outbox for the audit API: filtered, keyset-paginated lists and one message with its history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from server.store.columns import require_aware
+from server.store.tables import MessageEvent, OutboxMessage
+
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    """All given filters must hold. Times are on created_at: from inclusive, to exclusive."""
+
+    statuses: Sequence[str] | None = None
+    rule_id: str | None = None
+    entity: str | None = None
+    record_id: str | None = None
+    recipient: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    is_test: bool | None = None
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    items: list[OutboxMessage]
+    # Pass as `after` to get the next page; None when this is the last page.
+    next_cursor: int | None
+
+
+@dataclass(frozen=True)
+class MessageDetail:
+    message: OutboxMessage
+    events: list[MessageEvent]
+
+
+def list_messages(
+    session: Session, filters: MessageFilter | None = None, *, limit: int = 50, after: int | None = None
+) -> MessagePage:
+    """Newest first. Keyset pagination on the row id, so pages stay stable while new rows arrive."""
+    f = filters or MessageFilter()
+    limit = max(1, min(limit, MAX_PAGE))
+    stmt = select(OutboxMessage)
+    if f.statuses:
+        stmt = stmt.where(col(OutboxMessage.status).in_(list(f.statuses)))
+    if f.rule_id is not None:
+        stmt = stmt.where(OutboxMessage.rule_id == f.rule_id)
+    if f.entity is not None:
+        stmt = stmt.where(OutboxMessage.entity == f.entity)
+    if f.record_id is not None:
+        stmt = stmt.where(OutboxMessage.record_id == f.record_id)
+    if f.recipient is not None:
+        stmt = stmt.where(OutboxMessage.recipient == f.recipient)
+    if f.created_from is not None:
+        stmt = stmt.where(col(OutboxMessage.created_at) >= require_aware(f.created_from, "created_from"))
+    if f.created_to is not None:
+        stmt = stmt.where(col(OutboxMessage.created_at) < require_aware(f.created_to, "created_to"))
+    if f.is_test is not None:
+        stmt = stmt.where(OutboxMessage.is_test == f.is_test)
+    if after is not None:
+        stmt = stmt.where(col(OutboxMessage.id) < after)
+    rows = list(session.exec(stmt.order_by(col(OutboxMessage.id).desc()).limit(limit + 1)).all())
+    more = len(rows) > limit
+    items = rows[:limit]
+    return MessagePage(items=items, next_cursor=items[-1].id if more and items else None)
+
+
+def get_message(session: Session, job_id: str) -> MessageDetail | None:
+    message = session.exec(select(OutboxMessage).where(OutboxMessage.job_id == job_id)).first()
+    if message is None:
+        return None
+    events = session.exec(
+        select(MessageEvent).where(MessageEvent.job_id == job_id).order_by(col(MessageEvent.id))
+    ).all()
+    return MessageDetail(message=message, events=list(events))

@@ -1,0 +1,666 @@
+"""The outbox: where a send is born (insert_planned) and every step of its life is recorded.
+
+The life of a message is in states.py. Rules that keep "never send twice, never drop" true:
+- job_id is UNIQUE and inserted with ON CONFLICT DO NOTHING: a re-evaluation is a no-op.
+- claim_due hands a row to exactly one worker (FOR UPDATE SKIP LOCKED on PostgreSQL; on SQLite
+  every transaction holds the write lock from BEGIN IMMEDIATE, see db.py).
+- mark_submitting is committed BEFORE the HTTP call to Twilio, and only succeeds for the worker
+  holding the claim. A 'submitting' row whose claim expires (the worker died mid-call) becomes
+  'unknown' for reconciliation, never 'planned': the request may have reached Twilio.
+  So the claim given to mark_submitting must outlast the HTTP client's total timeout.
+- Status updates only move forward (states.is_advance), so replays and reordering are harmless.
+
+Functions take a Session and never commit: the caller owns the transaction (db.session_scope).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from server.store.columns import require_aware
+from server.store.db import insert_ignoring_conflicts
+from server.store.states import (
+    CLAIMABLE,
+    IN_DOUBT,
+    Channel,
+    EventSource,
+    MessageStatus,
+    is_advance,
+    map_twilio_status,
+)
+from server.store.tables import MessageEvent, OutboxMessage
+
+log = logging.getLogger(__name__)
+
+S = MessageStatus
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
+_EVENTS = MessageEvent.__table__  # type: ignore[attr-defined]
+
+
+class PlannedLike(Protocol):
+    """What insert_planned reads from a planned message (the engine's PlannedMessage fits)."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def rule_id(self) -> str: ...
+    @property
+    def entity(self) -> str: ...
+    @property
+    def record_id(self) -> str | None: ...
+    @property
+    def record_number(self) -> str | None: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def to(self) -> str | None: ...
+    @property
+    def body(self) -> str: ...
+    @property
+    def segments(self) -> int: ...
+    @property
+    def dedupe_key(self) -> str: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def skip_code(self) -> str | None: ...
+    @property
+    def skip_reason(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class PlannedRow:
+    """A concrete PlannedLike, for callers and tests that do not go through the engine."""
+
+    job_id: str
+    rule_id: str
+    entity: str
+    record_id: str | None
+    record_number: str | None
+    channel: str
+    to: str | None
+    body: str
+    segments: int = 1
+    dedupe_key: str = ""
+    reason: str | None = None
+    skip_code: str | None = None
+    skip_reason: str | None = None
+
+
+def _text(value: Any) -> str:
+    """An enum member or a string, as its plain string value."""
+    return str(getattr(value, "value", value))
+
+
+def insert_planned(
+    session: Session,
+    messages: Iterable[PlannedLike],
+    *,
+    company_id: str,
+    now: datetime,
+    is_test: bool = False,
+) -> list[str]:
+    """Insert planned messages, ignoring job ids already present. Returns the job ids inserted.
+
+    A message without a recipient (`to` is None) or with a skip_code is stored as 'skipped' with
+    its reason and is never claimed for sending.
+    """
+    now = require_aware(now)
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for m in messages:
+        if m.job_id in seen:  # the same job twice in one batch: one row (ON CONFLICT would too)
+            continue
+        seen.add(m.job_id)
+        channel = _text(m.channel)
+        if channel not in {c.value for c in Channel}:
+            raise ValueError(f"job {m.job_id}: channel {channel!r} is not one of sms, voice")
+        skipped = m.to is None or m.skip_code is not None
+        rows.append(
+            {
+                "job_id": m.job_id,
+                "rule_id": m.rule_id,
+                "entity": m.entity,
+                "company_id": company_id,
+                "record_id": m.record_id,
+                "record_number": m.record_number,
+                "recipient": m.to,
+                "channel": channel,
+                "body": m.body,
+                "segments": m.segments,
+                "dedupe_key": m.dedupe_key,
+                "reason": m.reason,
+                "status": (S.SKIPPED if skipped else S.PLANNED).value,
+                "error_code": (m.skip_code or ("no-recipient" if m.to is None else None))
+                if skipped
+                else None,
+                "error_message": (m.skip_reason or ("no recipient phone number" if m.to is None else None))
+                if skipped
+                else None,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "is_test": is_test,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    if not rows:
+        return []
+    inserted: list[str] = insert_ignoring_conflicts(
+        session, _OUTBOX, rows, conflict_columns=["job_id"], returning=_OUTBOX.c.job_id
+    )
+    by_job = {r["job_id"]: r for r in rows}
+    events = [
+        {
+            "job_id": job_id,
+            "status": by_job[job_id]["status"],
+            "source": EventSource.ENGINE.value,
+            "error_code": by_job[job_id]["error_code"],
+            "detail": by_job[job_id]["error_message"] or by_job[job_id]["reason"],
+            "changed": True,
+            "at": now,
+        }
+        for job_id in inserted
+    ]
+    if events:
+        session.execute(sa.insert(_EVENTS), events)
+    return inserted
+
+
+# --- claiming ------------------------------------------------------------------------------------
+
+
+def recover_stale_submissions(session: Session, *, now: datetime) -> list[str]:
+    """Turn 'submitting' rows whose claim expired into 'unknown' (the worker died mid-send).
+
+    They go to reconciliation, not back to 'planned': the HTTP request may have reached Twilio.
+    """
+    now = require_aware(now)
+    stmt = (
+        sa.update(_OUTBOX)
+        .where(_OUTBOX.c.status == S.SUBMITTING.value, _OUTBOX.c.claim_expires < now)
+        .values(status=S.UNKNOWN.value, claimed_by=None, claim_expires=None, updated_at=now)
+        .returning(_OUTBOX.c.job_id)
+    )
+    job_ids = list(session.execute(stmt).scalars().all())
+    if job_ids:
+        log.warning("outbox: %d send(s) interrupted mid-call marked unknown for reconciliation", len(job_ids))
+        _add_events(
+            session,
+            job_ids,
+            status=S.UNKNOWN,
+            source=EventSource.DISPATCHER,
+            now=now,
+            detail="claim expired while submitting to Twilio: outcome unknown",
+        )
+    return job_ids
+
+
+def claim_due(
+    session: Session, worker_id: str, *, now: datetime, limit: int, lease_seconds: float
+) -> list[OutboxMessage]:
+    """Claim up to `limit` due messages ('planned', or 'held' whose hold has passed) for `worker_id`.
+
+    A claim whose lease expired is taken over (the previous worker crashed before submitting).
+    Also recovers interrupted submissions first (see recover_stale_submissions). Commit promptly.
+    """
+    now = require_aware(now)
+    recover_stale_submissions(session, now=now)
+    due = (
+        col(OutboxMessage.status).in_([s.value for s in CLAIMABLE]),
+        col(OutboxMessage.next_attempt_at) <= now,
+    )
+    return _claim(session, worker_id, due, now=now, limit=limit, lease_seconds=lease_seconds)
+
+
+def claim_unknown(
+    session: Session, worker_id: str, *, now: datetime, limit: int, lease_seconds: float
+) -> list[OutboxMessage]:
+    """Claim 'unknown' messages for reconciliation (ask Twilio what happened, then mark_sent or requeue)."""
+    now = require_aware(now)
+    recover_stale_submissions(session, now=now)
+    return _claim(
+        session,
+        worker_id,
+        (col(OutboxMessage.status) == S.UNKNOWN.value,),
+        now=now,
+        limit=limit,
+        lease_seconds=lease_seconds,
+    )
+
+
+def _claim(
+    session: Session,
+    worker_id: str,
+    conditions: tuple[Any, ...],
+    *,
+    now: datetime,
+    limit: int,
+    lease_seconds: float,
+) -> list[OutboxMessage]:
+    if limit <= 0:
+        return []
+    if lease_seconds <= 0:
+        raise ValueError("lease_seconds must be positive")
+    free = sa.or_(col(OutboxMessage.claimed_by).is_(None), col(OutboxMessage.claim_expires) < now)
+    # SKIP LOCKED: concurrent workers on PostgreSQL pass over each other's rows instead of waiting.
+    # The SQLite dialect renders no FOR UPDATE; there BEGIN IMMEDIATE already serialises claimers.
+    pick = (
+        select(OutboxMessage.id)
+        .where(*conditions, free)
+        .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(session.exec(pick).all())
+    if not ids:
+        return []
+    session.execute(
+        sa.update(_OUTBOX)
+        .where(_OUTBOX.c.id.in_(ids))
+        .values(claimed_by=worker_id, claim_expires=now + timedelta(seconds=lease_seconds), updated_at=now)
+    )
+    claimed = session.exec(
+        select(OutboxMessage)
+        .where(col(OutboxMessage.id).in_(ids))
+        .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.id))
+        .execution_options(populate_existing=True)
+    ).all()
+    return list(claimed)
+
+
+# --- the dispatcher's transitions ----------------------------------------------------------------
+
+
+def mark_submitting(
+    session: Session, job_id: str, worker_id: str, *, now: datetime, lease_seconds: float
+) -> bool:
+    """Record that `worker_id` is about to call Twilio for `job_id`. Commit this BEFORE the call.
+
+    Returns False (and the worker must not send) when the claim is no longer this worker's or the
+    message is no longer sendable. `lease_seconds` must exceed the HTTP call's total timeout: after
+    it the row is presumed interrupted and becomes 'unknown'.
+    """
+    now = require_aware(now)
+    stmt = (
+        sa.update(_OUTBOX)
+        .where(
+            _OUTBOX.c.job_id == job_id,
+            _OUTBOX.c.claimed_by == worker_id,
+            _OUTBOX.c.status.in_([s.value for s in CLAIMABLE]),
+        )
+        .values(
+            status=S.SUBMITTING.value,
+            attempts=_OUTBOX.c.attempts + 1,
+            claim_expires=now + timedelta(seconds=lease_seconds),
+            hold_until=None,
+            updated_at=now,
+        )
+        .returning(_OUTBOX.c.job_id)
+    )
+    if session.execute(stmt).first() is None:
+        return False
+    _add_events(session, [job_id], status=S.SUBMITTING, source=EventSource.DISPATCHER, now=now)
+    return True
+
+
+def mark_sent(
+    session: Session,
+    job_id: str,
+    *,
+    sid: str,
+    twilio_status: str,
+    now: datetime,
+    source: EventSource = EventSource.DISPATCHER,
+) -> bool:
+    """Record Twilio's answer to a create call (or a reconciliation that found the message).
+
+    Stores the SID and moves the status forward only (a callback may already have said more).
+    Returns True when something changed.
+    """
+    now = require_aware(now)
+    row = _lock_by_job(session, job_id)
+    if row is None:
+        raise LookupError(f"outbox has no job {job_id!r}")
+    if row.twilio_sid is not None and row.twilio_sid != sid:
+        # Two SIDs for one job means two sends happened: keep the first, make the second visible.
+        log.error("outbox: job %s already has sid %s, Twilio reported %s", job_id, row.twilio_sid, sid)
+        _add_events(
+            session,
+            [job_id],
+            status=S(row.status),
+            source=source,
+            now=now,
+            twilio_status=twilio_status,
+            detail=f"second Twilio sid {sid} for this job (kept {row.twilio_sid})",
+            changed=False,
+        )
+        return False
+    new = map_twilio_status(row.channel, twilio_status) or S.QUEUED
+    current = S(row.status)
+    advance = is_advance(current, new)
+    sid_new = row.twilio_sid is None
+    if not advance and not sid_new:
+        return False
+    values: dict[str, Any] = {"twilio_sid": sid, "claimed_by": None, "claim_expires": None, "updated_at": now}
+    if advance:
+        values.update(status=new.value, twilio_status=twilio_status)
+    session.execute(sa.update(_OUTBOX).where(_OUTBOX.c.job_id == job_id).values(**values))
+    _add_events(
+        session,
+        [job_id],
+        status=new if advance else current,
+        source=source,
+        now=now,
+        twilio_status=twilio_status,
+        detail=f"sid {sid}",
+        changed=advance,
+    )
+    return True
+
+
+def mark_failed(
+    session: Session,
+    job_id: str,
+    *,
+    code: str | int | None,
+    message: str | None,
+    now: datetime,
+    source: EventSource = EventSource.DISPATCHER,
+) -> bool:
+    """A permanent failure before Twilio accepted the message (e.g. 21211 invalid To). Terminal."""
+    return _transition(
+        session,
+        job_id,
+        allowed_from=CLAIMABLE | IN_DOUBT,
+        to=S.FAILED,
+        now=now,
+        source=source,
+        error_code=code,
+        detail=message,
+        extra={"error_message": message},
+    )
+
+
+def mark_unknown(session: Session, job_id: str, *, now: datetime, detail: str | None = None) -> bool:
+    """The create call's outcome is unknown (timeout, connection reset, 5xx): reconcile, do not resend."""
+    return _transition(
+        session,
+        job_id,
+        allowed_from=frozenset({S.SUBMITTING}),
+        to=S.UNKNOWN,
+        now=now,
+        source=EventSource.DISPATCHER,
+        detail=detail,
+    )
+
+
+def requeue(
+    session: Session,
+    job_id: str,
+    *,
+    next_attempt_at: datetime,
+    now: datetime,
+    error_code: str | int | None = None,
+    detail: str | None = None,
+    source: EventSource = EventSource.DISPATCHER,
+) -> bool:
+    """Back to 'planned', due at `next_attempt_at`: only when Twilio certainly did not take it
+    (429/20429 "not processed", a local rate budget, or a reconciliation that found nothing)."""
+    return _transition(
+        session,
+        job_id,
+        allowed_from=CLAIMABLE | IN_DOUBT,
+        to=S.PLANNED,
+        now=now,
+        source=source,
+        error_code=error_code,
+        detail=detail,
+        extra={"next_attempt_at": require_aware(next_attempt_at, "next_attempt_at")},
+    )
+
+
+def hold(session: Session, job_id: str, *, until: datetime, now: datetime, reason: str | None = None) -> bool:
+    """Hold a message (quiet hours) until `until`; it becomes claimable again then."""
+    until = require_aware(until, "until")
+    return _transition(
+        session,
+        job_id,
+        allowed_from=CLAIMABLE,
+        to=S.HELD,
+        now=now,
+        source=EventSource.DISPATCHER,
+        detail=reason or f"held until {until.isoformat()}",
+        extra={"hold_until": until, "next_attempt_at": until},
+    )
+
+
+def mark_skipped(
+    session: Session, job_id: str, *, reason: str, now: datetime, code: str | None = None
+) -> bool:
+    """Decided not to send (after planning). Terminal, with the reason."""
+    return _transition(
+        session,
+        job_id,
+        allowed_from=CLAIMABLE,
+        to=S.SKIPPED,
+        now=now,
+        source=EventSource.DISPATCHER,
+        error_code=code,
+        detail=reason,
+        extra={"error_message": reason},
+    )
+
+
+def mark_opted_out(
+    session: Session, job_id: str, *, now: datetime, code: str | int | None = None, reason: str | None = None
+) -> bool:
+    """The recipient opted out: found in the registry before sending, or Twilio answered 21610."""
+    text = reason or "recipient has opted out"
+    return _transition(
+        session,
+        job_id,
+        allowed_from=CLAIMABLE | IN_DOUBT,
+        to=S.OPTED_OUT,
+        now=now,
+        source=EventSource.DISPATCHER,
+        error_code=code,
+        detail=text,
+        extra={"error_message": text},
+    )
+
+
+def release_claim(session: Session, job_id: str, worker_id: str, *, now: datetime) -> bool:
+    """Give back an unsent claimed message (e.g. on shutdown) so another worker can take it at once."""
+    now = require_aware(now)
+    stmt = (
+        sa.update(_OUTBOX)
+        .where(
+            _OUTBOX.c.job_id == job_id,
+            _OUTBOX.c.claimed_by == worker_id,
+            _OUTBOX.c.status.in_([s.value for s in CLAIMABLE | {S.UNKNOWN}]),
+        )
+        .values(claimed_by=None, claim_expires=None, updated_at=now)
+        .returning(_OUTBOX.c.job_id)
+    )
+    return session.execute(stmt).first() is not None
+
+
+# --- Twilio status callbacks ---------------------------------------------------------------------
+
+
+def apply_status(
+    session: Session,
+    *,
+    twilio_status: str,
+    now: datetime,
+    sid: str | None = None,
+    job_id: str | None = None,
+    error_code: str | int | None = None,
+    params: Mapping[str, Any] | None = None,
+    source: EventSource = EventSource.CALLBACK,
+) -> bool:
+    """Apply a Twilio status report to the message with `sid` (or, failing that, `job_id`).
+
+    Returns True only when the message's status moved. A callback for an unknown message returns
+    False and stores nothing. Each (sid, status) is recorded once, so a replayed callback is a
+    no-op; an out-of-order one is recorded in the history but does not move the status back.
+    """
+    now = require_aware(now)
+    if sid is None and job_id is None:
+        raise ValueError("apply_status needs a sid or a job_id")
+    row: OutboxMessage | None = None
+    if sid is not None:
+        row = session.exec(
+            select(OutboxMessage)
+            .where(OutboxMessage.twilio_sid == sid)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).first()
+    if row is None and job_id is not None:
+        row = _lock_by_job(session, job_id)
+    if row is None:
+        return False
+    word = twilio_status.strip().lower()
+    code = None if error_code in (None, "") else str(error_code)
+    plain_params = dict(params) if params is not None else None
+    if sid is not None and row.twilio_sid is not None and row.twilio_sid != sid:
+        log.error(
+            "outbox: status for job %s names sid %s, but the job has sid %s", row.job_id, sid, row.twilio_sid
+        )
+        _add_events(
+            session,
+            [row.job_id],
+            status=S(row.status),
+            source=source,
+            now=now,
+            twilio_status=word,
+            error_code=code,
+            params=plain_params,
+            detail=f"status for another sid {sid} (job has {row.twilio_sid})",
+            dedupe_key=f"{sid}:{word}",
+            changed=False,
+        )
+        return False
+    effective_sid = sid or row.twilio_sid
+    dedupe_key = f"{effective_sid}:{word}" if effective_sid else f"job:{row.job_id}:{word}"
+    current = S(row.status)
+    new = map_twilio_status(row.channel, word)
+    advance = new is not None and is_advance(current, new)
+    event = {
+        "job_id": row.job_id,
+        "status": new.value if new is not None else word,
+        "twilio_status": word,
+        "source": _text(source),
+        "error_code": code,
+        "params": plain_params,
+        "dedupe_key": dedupe_key[:128],
+        "changed": advance,
+        "at": now,
+    }
+    recorded = insert_ignoring_conflicts(
+        session, _EVENTS, [event], conflict_columns=["dedupe_key"], returning=_EVENTS.c.id
+    )
+    if not recorded:
+        return False  # this exact report was applied before
+    values: dict[str, Any] = {"updated_at": now}
+    if row.twilio_sid is None and sid is not None:
+        values["twilio_sid"] = sid
+    if advance and new is not None:
+        values.update(status=new.value, twilio_status=word, claimed_by=None, claim_expires=None)
+        if code is not None:
+            values["error_code"] = code
+    session.execute(sa.update(_OUTBOX).where(_OUTBOX.c.id == row.id).values(**values))
+    return advance
+
+
+# --- internals -----------------------------------------------------------------------------------
+
+
+def _lock_by_job(session: Session, job_id: str) -> OutboxMessage | None:
+    return session.exec(
+        select(OutboxMessage)
+        .where(OutboxMessage.job_id == job_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def _transition(
+    session: Session,
+    job_id: str,
+    *,
+    allowed_from: Iterable[MessageStatus],
+    to: MessageStatus,
+    now: datetime,
+    source: EventSource,
+    error_code: str | int | None = None,
+    detail: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> bool:
+    """Move one message to `to` if its status is in `allowed_from`; release its claim; record the event."""
+    now = require_aware(now)
+    code = None if error_code is None else str(error_code)
+    values: dict[str, Any] = {
+        "status": to.value,
+        "claimed_by": None,
+        "claim_expires": None,
+        "updated_at": now,
+    }
+    if code is not None:
+        values["error_code"] = code
+    values.update(extra or {})
+    stmt = (
+        sa.update(_OUTBOX)
+        .where(_OUTBOX.c.job_id == job_id, _OUTBOX.c.status.in_([s.value for s in allowed_from]))
+        .values(**values)
+        .returning(_OUTBOX.c.job_id)
+    )
+    if session.execute(stmt).first() is None:
+        return False
+    _add_events(session, [job_id], status=to, source=source, now=now, error_code=code, detail=detail)
+    return True
+
+
+def _add_events(
+    session: Session,
+    job_ids: Sequence[str],
+    *,
+    status: MessageStatus,
+    source: EventSource,
+    now: datetime,
+    twilio_status: str | None = None,
+    error_code: str | None = None,
+    detail: str | None = None,
+    params: dict[str, Any] | None = None,
+    dedupe_key: str | None = None,
+    changed: bool = True,
+) -> None:
+    rows = [
+        {
+            "job_id": job_id,
+            "status": status.value,
+            "twilio_status": twilio_status,
+            "source": _text(source),
+            "error_code": error_code,
+            "detail": detail,
+            "params": params,
+            "dedupe_key": dedupe_key,
+            "changed": changed,
+            "at": now,
+        }
+        for job_id in job_ids
+    ]
+    if dedupe_key is not None:
+        insert_ignoring_conflicts(
+            session, _EVENTS, rows, conflict_columns=["dedupe_key"], returning=_EVENTS.c.id
+        )
+    else:
+        session.execute(sa.insert(_EVENTS), rows)
