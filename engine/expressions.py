@@ -86,6 +86,7 @@ class CompiledExpression:
         self.python_source = python_source
 
     def __call__(self, ctx: EvaluationContext) -> Any:
+        # Overridden per expression by compile_expression (see there); kept for direct construction.
         return self.function(ctx)
 
     def __repr__(self) -> str:
@@ -831,7 +832,12 @@ def compile_expression(
         ) from None
     exec(code, namespace)  # noqa: S102 - code generated from the whitelisted tree, no builtins
     function = namespace["_expression"]
-    return CompiledExpression(
+    # A subclass per expression whose __call__ IS the generated function: calling the object costs
+    # no extra Python frame (a delegating __call__ made evaluation ~1.5x slower in the benchmark).
+    fast_class: type[CompiledExpression] = type(
+        "CompiledExpression", (CompiledExpression,), {"__slots__": (), "__call__": staticmethod(function)}
+    )
+    return fast_class(
         source=source,
         fields=tuple(compiler.fields),
         functions=frozenset(compiler.functions),
