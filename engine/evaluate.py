@@ -1,0 +1,286 @@
+"""Evaluation: a record + the rule set + now -> planned messages. Pure: no I/O, no clock reads.
+
+`PlannedMessage` is what the service stores in its outbox as-is; its `job_id` is stable (same rule,
+record and dedupe-key values -> same id), so replays and re-sweeps are harmless. A recipient that
+cannot be normalised becomes a recorded skip (`to=None`, `skip_code`), never a send to a guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from engine.conditions import run_test
+from engine.errors import EngineError, PhoneError, TemplateError
+from engine.functions import EvaluationContext
+from engine.model import CHANNELS
+from engine.phones import to_e164
+from engine.render import sms_segments
+
+if TYPE_CHECKING:
+    from engine.ruleset import CompiledRule, RecipientTarget, RuleSet
+
+JOB_ID_PREFIX = "mlc-"
+JOB_ID_HEX = 40  # "mlc-" + 40 hex = 44 characters, well under the 64 the outbox allows
+
+
+@dataclass(frozen=True)
+class PlannedMessage:
+    job_id: str
+    rule_id: str
+    entity: str
+    record_id: str
+    record_number: str | None
+    channel: str
+    to: str | None  # E.164; None when skipped
+    body: str
+    segments: int
+    dedupe_key: str  # human-readable form of what job_id hashes
+    reason: str  # why the rule fired
+    skip_code: str | None = None  # e.g. ML401 (phone unparseable), ML203 (template failed)
+    skip_reason: str | None = None
+    timezone: str = "UTC"  # the rule's time zone, for quiet hours
+    quiet_hours: str | None = None  # "HH:MM-HH:MM" local, or None
+
+    @property
+    def skipped(self) -> bool:
+        return self.skip_code is not None
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """What one rule did with one record: fired (with its messages) or not (with the reason)."""
+
+    rule_id: str
+    fired: bool
+    reason: str
+    messages: tuple[PlannedMessage, ...] = ()
+    error: bool = False  # a condition failed to evaluate (bad data), rather than simply not holding
+
+
+def make_job_id(parts: list[Any]) -> str:
+    """`mlc-` + 40 hex of sha256 over the canonical JSON of the identifying parts."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+    return JOB_ID_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:JOB_ID_HEX]
+
+
+def _context_for(
+    rule: CompiledRule,
+    record: Mapping[str, Any],
+    previous: Mapping[str, Any] | None,
+    now: datetime,
+    cache: dict[str, EvaluationContext],
+) -> EvaluationContext:
+    # `today` depends on the rule's time zone; one context per zone per call.
+    key = rule.timezone.key
+    ctx = cache.get(key)
+    if ctx is None:
+        ctx = EvaluationContext(
+            record=record, previous=previous, now=now, today=now.astimezone(rule.timezone).date()
+        )
+        cache[key] = ctx
+    return ctx
+
+
+def template_context(rule: CompiledRule, ctx: EvaluationContext, *, stage: int | None) -> dict[str, Any]:
+    """What a template sees: the record's fields by name, plus `record`, `previous`, `rule`, dates."""
+    from engine import functions as fn
+
+    record = ctx.record
+    values: dict[str, Any] = dict(record)
+    due = record.get("dueDate")
+    values.update(
+        record=record,
+        previous=ctx.previous or {},
+        rule={"id": rule.id, "description": rule.description},
+        now=ctx.now.astimezone(rule.timezone),
+        today=ctx.today,
+        days_overdue=fn.days_overdue(ctx, due) if due is not None else None,
+        days_until_due=fn.days_until_due(ctx, due) if due is not None else None,
+        stage=stage,
+    )
+    return values
+
+
+def render_body(rule: CompiledRule, context: Mapping[str, Any]) -> str:
+    return rule.template.render(context).strip()
+
+
+def _dedupe(rule: CompiledRule, ctx: EvaluationContext, stage: int | None) -> tuple[list[Any], str]:
+    parts: list[Any] = []
+    shown: list[str] = []
+    for entry in rule.once_per:
+        value: Any
+        if entry == "stage":
+            value = stage
+        elif entry == "crossing":
+            crossing = rule.crossing_check
+            value = crossing.crossing_key(ctx) if crossing is not None else None
+        elif entry == "day":
+            value = ctx.today.isoformat()
+        elif entry == "week":
+            year, week, _ = ctx.today.isocalendar()
+            value = f"{year}-W{week:02d}"
+        else:
+            value = rule.once_per_getters[entry](ctx.record)
+        parts.append([entry, value])
+        shown.append(f"{entry}={'' if value is None else value}")
+    return parts, f"{rule.id}/{rule.entity}/" + ",".join(shown)
+
+
+def _recipient(
+    rule: CompiledRule, target: RecipientTarget, record: Mapping[str, Any]
+) -> tuple[str | None, str | None, str | None]:
+    """(E.164, skip_code, skip_reason)."""
+    if target.number is not None:
+        return target.number, None, None
+    assert target.getter is not None
+    raw = target.getter(record)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        head = (target.path or "").split(".")[0]
+        if target.path and "." in target.path and not isinstance(record.get(head), Mapping):
+            return None, "ML401", f"{head} was not expanded on the record, so {target.path} is unknown"
+        return None, "ML401", f"{target.path} is empty"
+    try:
+        return to_e164(str(raw), rule.region).number, None, None
+    except PhoneError as exc:
+        return None, exc.code, f"{target.path} {raw!r}: {exc.reason}"
+
+
+def _fire(rule: CompiledRule, ctx: EvaluationContext, record_id: str, number: str | None) -> RuleOutcome:
+    stage_check = rule.stage_check
+    stage: int | None = None
+    if stage_check is not None:
+        days = stage_check.days(ctx)
+        stage = stage_check.stage(days) if days is not None else None
+    reason = "; ".join(check.explain(ctx) for check in rule.checks) or "no conditions"
+    parts, dedupe_key = _dedupe(rule, ctx, stage)
+    body = ""
+    render_error: tuple[str, str] | None = None
+    try:
+        body = render_body(rule, template_context(rule, ctx, stage=stage))
+    except TemplateError as exc:
+        render_error = (exc.code, f"template {exc.template}: {exc.message}")
+    except EngineError as exc:
+        render_error = ("ML203", f"template {rule.template.name}: {exc}")
+    segments = sms_segments(body).segments if body and CHANNELS[rule.channel].counts_segments else 0
+    messages: list[PlannedMessage] = []
+    for target in rule.recipients:
+        to, skip_code, skip_reason = _recipient(rule, target, ctx.record)
+        if render_error is not None:
+            skip_code, skip_reason = render_error
+            to = None
+        job_id = make_job_id([rule.id, rule.entity, record_id, parts, target.spec])
+        messages.append(
+            PlannedMessage(
+                job_id=job_id,
+                rule_id=rule.id,
+                entity=rule.entity,
+                record_id=record_id,
+                record_number=number,
+                channel=rule.channel,
+                to=to,
+                body=body,
+                segments=segments,
+                dedupe_key=dedupe_key + (f"/to={target.spec}" if len(rule.recipients) > 1 else ""),
+                reason=reason,
+                skip_code=skip_code,
+                skip_reason=skip_reason,
+                timezone=rule.timezone.key,
+                quiet_hours=rule.quiet_hours,
+            )
+        )
+    return RuleOutcome(rule.id, True, reason, tuple(messages))
+
+
+def _record_identity(entity_spec_number: str, record: Mapping[str, Any]) -> tuple[str, str | None]:
+    record_id = record.get("id")
+    number = record.get(entity_spec_number)
+    return (str(record_id) if record_id is not None else "", str(number) if number is not None else None)
+
+
+def _number_field(entity: str) -> str:
+    from engine.catalogue import default_catalogue
+
+    spec = default_catalogue().get(entity)
+    return spec.number_field if spec is not None else "number"
+
+
+def _prepare(
+    entity: str,
+    record: Mapping[str, Any],
+    ruleset: RuleSet,
+    now: datetime,
+    previous: Mapping[str, Any] | None,
+    event: str | None,
+) -> tuple[tuple[CompiledRule, ...], Mapping[str, Any] | None]:
+    if now.tzinfo is None:
+        raise ValueError("evaluate needs a timezone-aware `now`")
+    if event == "created" and previous is None:
+        # A new record has an empty past: `changed_to: {status: Open}` holds for a record created Open.
+        previous = {}
+    return ruleset.rules_for(entity, event), previous
+
+
+def evaluate_detailed(
+    entity: str,
+    record: Mapping[str, Any],
+    ruleset: RuleSet,
+    now: datetime,
+    previous: Mapping[str, Any] | None = None,
+    *,
+    event: str | None = "updated",
+) -> list[RuleOutcome]:
+    """Every rule on `entity` for `event` (all events when None), fired or not, with the reason."""
+    rules, previous = _prepare(entity, record, ruleset, now, previous, event)
+    record_id, number = _record_identity(_number_field(entity), record)
+    cache: dict[str, EvaluationContext] = {}
+    outcomes: list[RuleOutcome] = []
+    for rule in rules:
+        ctx = _context_for(rule, record, previous, now, cache)
+        failed: RuleOutcome | None = None
+        for check in rule.checks:
+            holds, error = run_test(check, ctx)
+            if error is not None:
+                failed = RuleOutcome(rule.id, False, f"could not evaluate {check.kind}: {error}", error=True)
+                break
+            if not holds:
+                failed = RuleOutcome(rule.id, False, check.explain(ctx))
+                break
+        outcomes.append(failed or _fire(rule, ctx, record_id, number))
+    return outcomes
+
+
+def evaluate(
+    entity: str,
+    record: Mapping[str, Any],
+    ruleset: RuleSet,
+    now: datetime,
+    previous: Mapping[str, Any] | None = None,
+    *,
+    event: str | None = "updated",
+) -> list[PlannedMessage]:
+    """The messages `record` (an `entity` record in BC v2.0 shape) plans under `ruleset` at `now`.
+
+    `previous` is the last seen version of the record (needed for crossings and changes);
+    `event` selects the rules triggered by it (created, updated, deleted, sweep, poll).
+    """
+    rules, previous = _prepare(entity, record, ruleset, now, previous, event)
+    cache: dict[str, EvaluationContext] = {}
+    planned: list[PlannedMessage] = []
+    identity: tuple[str, str | None] | None = None
+    for rule in rules:
+        ctx = _context_for(rule, record, previous, now, cache)
+        for check in rule.checks:
+            holds, _ = run_test(check, ctx)
+            if not holds:
+                break
+        else:
+            if identity is None:
+                identity = _record_identity(_number_field(entity), record)
+            planned.extend(_fire(rule, ctx, *identity).messages)
+    return planned
