@@ -107,6 +107,14 @@ _OWN: tuple[CodeInfo, ...] = (
     ),
     # ML1xx: the rule-file schema
     CodeInfo(
+        "ML100",
+        "test-file-invalid",
+        "A rule test file (rules/tests/*.yaml) does not have the expected shape.",
+        "cases:\n  - name: overdue\n    expect: [{rule: invoice-overdue}]",
+        "version: 1\nnow: '2026-11-25T09:00:00Z'\ncases:\n  - name: overdue\n    entity: salesInvoices\n"
+        "    record: {dueDate: '2026-11-17'}\n    expect: [{rule: invoice-overdue}]",
+    ),
+    CodeInfo(
         "ML101",
         "unknown-key",
         "A key the rule schema does not know (often a typo).",
