@@ -287,6 +287,15 @@ def _item(value: Any, key: Any) -> Any:
     return None
 
 
+def _failure(exc: Exception, source: str) -> EngineError:
+    """The error a failed evaluation raises: always an EngineError that names the expression."""
+    if isinstance(exc, EvaluationError):
+        return EvaluationError(exc.code, exc.message, source=source)
+    if isinstance(exc, EngineError):
+        return exc
+    return EvaluationError("ML306", str(exc) or type(exc).__name__, source=source)
+
+
 _RUNTIME: dict[str, Any] = {
     "_add": _add,
     "_sub": _sub,
@@ -308,14 +317,13 @@ _RUNTIME: dict[str, Any] = {
     "_type": type,
     "_SCALARS": frozenset({str, int, bool, type(None)}),
     "_EngineError": EngineError,
-    "_EvaluationError": EvaluationError,
     # The generated code runs without builtins; these are the only ones its error handler names.
     "TypeError": TypeError,
     "ValueError": ValueError,
     "ArithmeticError": ArithmeticError,
+    "LookupError": LookupError,
     "AttributeError": AttributeError,
-    "KeyError": KeyError,
-    "IndexError": IndexError,
+    "_failure": _failure,
 }
 
 _BINOPS: dict[type[ast.operator], tuple[str, Callable[[Any, Any], Any]]] = {
@@ -854,8 +862,7 @@ def _parse(source: str) -> ast.Expression:
             raise ExpressionError(
                 "ML305", "expression is nested too deeply", offset=0, length=len(source)
             ) from None
-        offset = _syntax_offset(source, exc)
-        return _raise_syntax(exc, offset)
+        return _raise_syntax(source, exc)
     except (RecursionError, MemoryError):
         raise ExpressionError(
             "ML305", "expression is nested too deeply to parse", offset=0, length=len(source)
@@ -864,21 +871,30 @@ def _parse(source: str) -> ast.Expression:
         raise ExpressionError("ML301", str(exc), offset=0, length=len(source)) from None
 
 
-def _raise_syntax(exc: SyntaxError, offset: int) -> ast.Expression:
+_LONE_EQUALS = re.compile(r"(?<![=!<>])=(?!=)")
+
+
+def _raise_syntax(source: str, exc: SyntaxError) -> ast.Expression:
     message = exc.msg or "invalid syntax"
-    raise ExpressionError("ML301", message, offset=offset, length=1) from None
+    if message == "invalid syntax" and _LONE_EQUALS.search(exc.text or ""):
+        message += " (compare with ==, not =)"
+    if not exc.offset:
+        # Python reports offset 0 when the input ends too early ("status =="): point at the end.
+        offset, length = len(source.rstrip()), 1
+    else:
+        offset = _absolute(source, exc.lineno or 1, exc.offset)
+        length = 1
+        if exc.end_lineno and exc.end_offset:
+            length = max(1, _absolute(source, exc.end_lineno, exc.end_offset) - offset)
+    raise ExpressionError("ML301", message, offset=offset, length=length) from None
 
 
-def _syntax_offset(source: str, exc: SyntaxError) -> int:
-    lines = _LINE_BREAK.split(source)
-    lineno = max(1, exc.lineno or 1)
-    starts = [0]
-    for match in _LINE_BREAK.finditer(source):
-        starts.append(match.end())
-    line_start = starts[min(lineno, len(starts)) - 1]
-    column = max(0, (exc.offset or 1) - 1)
-    line = lines[min(lineno, len(lines)) - 1]
-    return min(line_start + min(column, len(line)), len(source))
+def _absolute(source: str, lineno: int, column: int) -> int:
+    """0-based offset in `source` of a SyntaxError (line, 1-based column) position."""
+    starts = [0] + [match.end() for match in _LINE_BREAK.finditer(source)]
+    lineno = min(max(1, lineno), len(starts))
+    line_end = starts[lineno] - 1 if lineno < len(starts) else len(source)
+    return max(0, min(starts[lineno - 1] + column - 1, line_end))
 
 
 def _function_source(body: str, uses_record: bool) -> str:
@@ -890,12 +906,8 @@ def _function_source(body: str, uses_record: bool) -> str:
         "    try:\n"
         f"{record}"
         f"        return {body}\n"
-        "    except _EvaluationError as exc:\n"
-        "        raise _EvaluationError(exc.code, exc.message, source=_SOURCE) from None\n"
-        "    except _EngineError:\n"
-        "        raise\n"
-        "    except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError, IndexError) as exc:\n"
-        "        raise _EvaluationError('ML306', str(exc), source=_SOURCE) from None\n"
+        "    except (_EngineError, TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:\n"
+        "        raise _failure(exc, _SOURCE) from None\n"
     )
 
 
