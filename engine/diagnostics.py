@@ -45,7 +45,13 @@ class Diagnostic:
 
 _OWN: tuple[CodeInfo, ...] = (
     # ML0xx: the file and its YAML
-    CodeInfo("ML001", "file-unreadable", "The rule file cannot be read (missing, not UTF-8, or too large)."),
+    CodeInfo(
+        "ML001",
+        "file-unreadable",
+        "The rule file cannot be read (missing, not UTF-8, or larger than 256 KiB).",
+        "a rule file saved as UTF-16 by a spreadsheet tool",
+        "the same file saved as UTF-8 text",
+    ),
     CodeInfo(
         "ML002", "yaml-syntax", "The file is not valid YAML.", "when: [status: Open", "when: [status: Open]"
     ),

@@ -278,7 +278,14 @@ class _FileCheck:
         try:
             return RuleFile.model_validate(doc.data)
         except ValidationError as exc:
-            for error in exc.errors():
+            errors = exc.errors()
+            for error in errors:
+                loc = tuple(error["loc"])
+                # A list with a bad item is also "too short" once the item is dropped: say it once.
+                if error["type"] == "too_short" and any(
+                    tuple(other["loc"])[: len(loc)] == loc and other is not error for other in errors
+                ):
+                    continue
                 self.schema_error(error)
             return None
 
@@ -506,6 +513,7 @@ class _FileCheck:
                 f"unknown region {region!r}; use an ISO 3166-1 alpha-2 code such as GB or US",
                 self.at(("recipient", "region")),
             )
+            region = None  # reported once here; fixed numbers are then checked without it
         entries = rule.recipient.phone
         many = not isinstance(entries, str)
         specs = (entries,) if isinstance(entries, str) else entries
@@ -526,7 +534,7 @@ class _FileCheck:
                         n for n, f in self.catalogue[info.entity].fields.items() if f.type in PHONE_TYPES
                     ]
                     prefix = f"{info.navigation}." if info.navigation else ""
-                    hint = f"; did you mean {prefix}{phones[0]!r}?" if phones else ""
+                    hint = f"; did you mean {prefix + phones[0]!r}?" if phones else ""
                     self.report(
                         "ML450",
                         f"{raw} is a {info.field.type} field of {info.entity}, not a phone number{hint}",
