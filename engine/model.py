@@ -93,10 +93,30 @@ FieldTest = Annotated[
 ]
 
 
+# Condition keywords; a field condition may not use them as its field name (keeps the schema's oneOf exact).
+KEYWORDS: tuple[str, ...] = (
+    "expr",
+    "days_overdue",
+    "days_until_due",
+    "crossed_above",
+    "crossed_below",
+    "changed",
+    "changed_to",
+    "changed_from",
+)
+
+
 class FieldCondition(RootModel[dict[str, FieldTest]]):
     """`status: Open` (equality) or `field: {operator: value}`: one field per list item."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(
+        frozen=True,
+        json_schema_extra={
+            "minProperties": 1,
+            "maxProperties": 1,
+            "propertyNames": {"not": {"enum": list(KEYWORDS)}},
+        },
+    )
 
     @model_validator(mode="after")
     def _one_field(self) -> FieldCondition:
@@ -201,6 +221,7 @@ CONDITION_KEYWORDS: Mapping[str, type[BaseModel]] = {
     "changed_to": ChangedToCondition,
     "changed_from": ChangedFromCondition,
 }
+assert tuple(CONDITION_KEYWORDS) == KEYWORDS
 # Conditions that compare with the previous version of the record.
 NEEDS_PREVIOUS: frozenset[str] = frozenset(
     {"crossed_above", "crossed_below", "changed", "changed_to", "changed_from"}
