@@ -148,7 +148,7 @@ class TwilioContract:
         content = response.get("content", {}).get("application/json")
         if content is None:
             return [] if body in (None, "") else [f"{op.operation_id}: {status} declares no body"]
-        schema = dict(content["schema"])
+        schema = dict(_nullable_to_jsonschema(content["schema"]))
         schema["components"] = op.doc["components"]
         validator = jsonschema.Draft7Validator(schema)
         return [

@@ -219,8 +219,8 @@ async def test_bad_credentials_are_a_configuration_error(sim: TwilioSimulator) -
 async def test_a_timeout_after_sending_is_outcome_unknown_and_reconcilable(
     sim: TwilioSimulator, clock: ManualClock
 ) -> None:
-    sim.delay_next(1, 1.5)  # processed now, answered after the client gave up
-    async with client_with(sim, read_timeout=0.3) as client:
+    sim.delay_next(1, 0.8)  # processed now, answered after the client gave up
+    async with client_with(sim, read_timeout=0.2) as client:
         with pytest.raises(OutcomeUnknownError):
             await client.send_sms(TO, "Invoice 1001 reminder", from_=sim.from_number)
         assert _posts(sim) == 1  # never resent by the client
