@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from engine.conditions import run_test
@@ -132,6 +133,13 @@ def _dedupe(rule: CompiledRule, ctx: EvaluationContext, stage: int | None) -> tu
     return parts, f"{rule.id}/{rule.entity}/" + ",".join(shown)
 
 
+@lru_cache(maxsize=4096)
+def _normalise(raw: str, region: str | None) -> str:
+    # A sweep meets the same customer number on many invoices; phonenumbers is the costly part.
+    # Failures raise PhoneError and are not cached.
+    return to_e164(raw, region).number
+
+
 def _recipient(
     rule: CompiledRule, target: RecipientTarget, record: Mapping[str, Any]
 ) -> tuple[str | None, str | None, str | None]:
@@ -146,7 +154,7 @@ def _recipient(
             return None, "ML401", f"{head} was not expanded on the record, so {target.path} is unknown"
         return None, "ML401", f"{target.path} is empty"
     try:
-        return to_e164(str(raw), rule.region).number, None, None
+        return _normalise(str(raw), rule.region), None, None
     except PhoneError as exc:
         return None, exc.code, f"{target.path} {raw!r}: {exc.reason}"
 
