@@ -176,9 +176,11 @@ class BCClient:
                 raise error
             await self._sleep(self.backoff_delay(attempt, error.retry_after))
 
-    async def get_json(self, url: str, params: Mapping[str, str] | None = None) -> Any:
+    async def get_json(
+        self, url: str, params: Mapping[str, str] | None = None, *, page_size: int | None = None
+    ) -> Any:
         """The parsed JSON behind a path (relative to the environment root) or a same-origin URL."""
-        return await self._get_json(self.resolve(url), params)
+        return await self._get_json(self.resolve(url), params, page_size)
 
     async def _get_json(
         self, url: str, params: Mapping[str, str] | None = None, page_size: int | None = None

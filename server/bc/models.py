@@ -116,7 +116,42 @@ class Vendor(_Address):
     balance: Money | None = None
 
 
-class _DocumentTotals(BCRecord):
+class _DocumentAddresses(BCRecord):
+    """sellTo*/billTo*/shipTo*/buyFrom*/payTo* address blocks of sales and purchase documents."""
+
+    sellToAddressLine1: str | None = None
+    sellToAddressLine2: str | None = None
+    sellToCity: str | None = None
+    sellToCountry: str | None = None
+    sellToState: str | None = None
+    sellToPostCode: str | None = None
+    billToAddressLine1: str | None = None
+    billToAddressLine2: str | None = None
+    billToCity: str | None = None
+    billToCountry: str | None = None
+    billToState: str | None = None
+    billToPostCode: str | None = None
+    shipToAddressLine1: str | None = None
+    shipToAddressLine2: str | None = None
+    shipToCity: str | None = None
+    shipToCountry: str | None = None
+    shipToState: str | None = None
+    shipToPostCode: str | None = None
+    buyFromAddressLine1: str | None = None
+    buyFromAddressLine2: str | None = None
+    buyFromCity: str | None = None
+    buyFromCountry: str | None = None
+    buyFromState: str | None = None
+    buyFromPostCode: str | None = None
+    payToAddressLine1: str | None = None
+    payToAddressLine2: str | None = None
+    payToCity: str | None = None
+    payToCountry: str | None = None
+    payToState: str | None = None
+    payToPostCode: str | None = None
+
+
+class _DocumentTotals(_DocumentAddresses):
     number: str | None = None
     currencyId: str | None = None
     currencyCode: str | None = None
