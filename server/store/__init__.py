@@ -10,7 +10,7 @@ Typical use:
         outbox.insert_planned(session, planned, company_id=company, now=clock.now())
 """
 
-from server.store.db import create_db_engine, is_postgres, make_session, session_scope
+from server.store.db import create_db_engine, is_postgres, make_session, read_scope, session_scope
 from server.store.migrate import upgrade_database
 from server.store.states import Channel, EventSource, MessageStatus
 
@@ -21,6 +21,7 @@ __all__ = [
     "create_db_engine",
     "is_postgres",
     "make_session",
+    "read_scope",
     "session_scope",
     "upgrade_database",
 ]

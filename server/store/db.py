@@ -5,7 +5,8 @@ and every transaction starts with BEGIN IMMEDIATE: the write lock is taken up fr
 read-then-write transaction (claim, status update, lease) is serialised instead of failing with
 SQLITE_BUSY on lock upgrade. That is SQLite's fallback for PostgreSQL's row locks and
 `FOR UPDATE SKIP LOCKED` (which the SQLite dialect renders as nothing). Consequence: keep
-transactions short, and never hold a session open across a network call.
+transactions short, never hold a session open across a network call, and read through
+read_scope (a DEFERRED transaction) where nothing is written.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY_OPTION = "mlc_read_only"
 # Rows per multi-VALUES statement: well under SQLite's 32,766 bound parameters and PostgreSQL's 65,535.
 INSERT_CHUNK_ROWS = 200
 
@@ -74,8 +76,12 @@ def _create_sqlite_engine(url: URL, *, echo: bool) -> Engine:
             cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(connection: sa.Connection) -> None:
+        # Readers (read_scope) begin DEFERRED: in WAL mode they neither wait for nor block writers.
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -105,6 +111,17 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 def dialect_insert(session: Session) -> Any:
     """The backend's INSERT construct (both offer on_conflict_do_nothing / on_conflict_do_update)."""
     return postgresql.insert if is_postgres(session) else sqlite.insert
+
+
+@contextmanager
+def read_scope(engine: Engine) -> Iterator[Session]:
+    """A session for reading only (audit API, reports): never commits; on SQLite it takes no write lock."""
+    session = Session(engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
 
 
 def insert_ignoring_conflicts(

@@ -28,15 +28,16 @@ def main() -> None:
             batch = outbox.claim_due(session, worker, now=NOW, limit=10, lease_seconds=600)
         if not batch:
             break
-        for message in batch:
-            with session_scope(engine) as session:
+        with session_scope(engine) as session:  # committed before the (pretend) HTTP calls
+            for message in batch:
                 if not outbox.mark_submitting(session, message.job_id, worker, now=NOW, lease_seconds=600):
                     raise SystemExit(f"{worker} lost its claim on {message.job_id}")
-            with session_scope(engine) as session:
+        with session_scope(engine) as session:
+            for message in batch:
                 outbox.mark_sent(
                     session, message.job_id, sid=f"SM{message.id:032x}", twilio_status="queued", now=NOW
                 )
-            mine.append(message.job_id)
+        mine.extend(m.job_id for m in batch)
     engine.dispose()
     print(json.dumps(mine), flush=True)
 

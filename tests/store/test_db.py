@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from server.store.audit import list_audit, record_audit
-from server.store.db import create_db_engine, session_scope
+from server.store.db import create_db_engine, make_session, read_scope, session_scope
 
 
 def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
@@ -55,3 +55,17 @@ def test_foreign_keys_are_enforced(engine: Engine) -> None:
             ),
             {"at": datetime(2026, 1, 1)},
         )
+
+
+def test_readers_are_not_blocked_by_an_open_write_transaction(engine: Engine) -> None:
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    with session_scope(engine) as session:
+        record_audit(session, actor="ops", action="before", subject="x", now=at)
+    writer = make_session(engine)
+    try:
+        record_audit(writer, actor="ops", action="uncommitted", subject="x", now=at)  # holds the write lock
+        with read_scope(engine) as reader:
+            assert [e.action for e in list_audit(reader)] == ["before"]
+    finally:
+        writer.rollback()
+        writer.close()
