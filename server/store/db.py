@@ -45,7 +45,7 @@ def create_db_engine(url: str | URL, *, echo: bool = False) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite_engine(parsed, echo=echo)
     if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     raise ValueError(
         f"MLC_DATABASE_URL: unsupported database {parsed.get_backend_name()!r}; use sqlite:///path or postgresql+psycopg://..."
     )

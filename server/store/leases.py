@@ -61,8 +61,16 @@ def acquire_lease(
 
 
 def release_lease(session: Session, name: str, holder: str) -> bool:
-    """Give the lease up early (on shutdown) so another instance need not wait for expiry."""
-    result = session.execute(sa.delete(_LEASES).where(_LEASES.c.name == name, _LEASES.c.holder == holder))
+    """Give the lease up early (on shutdown) so another instance need not wait for expiry.
+
+    The row stays (expired: expires_at set back to acquired_at), so the next holder's generation
+    still grows and fencing tokens never repeat.
+    """
+    result = session.execute(
+        sa.update(_LEASES)
+        .where(_LEASES.c.name == name, _LEASES.c.holder == holder)
+        .values(expires_at=_LEASES.c.acquired_at)
+    )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

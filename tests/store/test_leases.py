@@ -50,7 +50,7 @@ def test_release_lets_another_take_it_at_once(engine: Engine, clock: ManualClock
     with session_scope(engine) as session:
         assert current_holder(session, "sweep", now=clock.now()) is None
         grant = acquire_lease(session, "sweep", "b", now=clock.now(), ttl=TTL)
-    assert grant is not None and grant.holder == "b"
+    assert grant is not None and (grant.holder, grant.generation) == ("b", 2)
 
 
 def test_racing_threads_one_winner(engine: Engine, clock: ManualClock) -> None:
