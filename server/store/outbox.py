@@ -92,6 +92,8 @@ class PlannedRow:
     reason: str | None = None
     skip_code: str | None = None
     skip_reason: str | None = None
+    timezone: str = "UTC"
+    quiet_hours: str | None = None
 
 
 def _text(value: Any) -> str:
@@ -137,6 +139,9 @@ def insert_planned(
                 "segments": m.segments,
                 "dedupe_key": m.dedupe_key,
                 "reason": m.reason,
+                # optional on PlannedLike: the engine's PlannedMessage carries the rule's send window
+                "timezone": getattr(m, "timezone", None) or "UTC",
+                "quiet_hours": getattr(m, "quiet_hours", None),
                 "status": (S.SKIPPED if skipped else S.PLANNED).value,
                 "error_code": (m.skip_code or ("no-recipient" if m.to is None else None))
                 if skipped

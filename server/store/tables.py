@@ -147,6 +147,9 @@ class OutboxMessage(SQLModel, table=True):
     segments: int = Field(default=1)
     dedupe_key: str = Field(sa_type=sa.String(512))
     reason: str | None = Field(default=None, sa_type=sa.Text)
+    # The rule's send window, carried so the dispatcher can hold without reloading rules.
+    timezone: str = Field(default="UTC", sa_type=sa.String(64))
+    quiet_hours: str | None = Field(default=None, sa_type=sa.String(16))  # "HH:MM-HH:MM" local
     status: str = Field(default=MessageStatus.PLANNED.value, sa_type=sa.String(16))
     # Twilio's raw word for the current status (ours folds e.g. 'accepted' into 'queued').
     twilio_status: str | None = Field(default=None, sa_type=sa.String(32))

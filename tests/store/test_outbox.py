@@ -269,3 +269,33 @@ def test_two_threads_claim_disjoint_sets(engine: Engine, clock: ManualClock, pla
     everything = claimed["a"] + claimed["b"]
     assert len(everything) == total
     assert len(set(everything)) == total
+
+
+def test_engine_planned_message_fits_the_outbox(engine: Engine, clock: ManualClock) -> None:
+    # Contract with engine/evaluate.py: its PlannedMessage is accepted as is, send window included.
+    from engine.evaluate import PlannedMessage
+
+    message = PlannedMessage(
+        job_id="mlc-" + "0" * 40,
+        rule_id="invoice-overdue",
+        entity="salesInvoices",
+        record_id="rec-1",
+        record_number="SI-1",
+        channel="sms",
+        to="+447700900123",
+        body="Invoice SI-1 is overdue.",
+        segments=1,
+        dedupe_key="invoice-overdue|rec-1",
+        reason="days_overdue >= 7",
+        timezone="Europe/London",
+        quiet_hours="21:00-08:00",
+    )
+    with session_scope(engine) as session:
+        assert outbox.insert_planned(session, [message], company_id="c1", now=clock.now()) == [message.job_id]
+        detail = get_message(session, message.job_id)
+    assert detail is not None
+    assert (detail.message.timezone, detail.message.quiet_hours, detail.message.status) == (
+        "Europe/London",
+        "21:00-08:00",
+        "planned",
+    )

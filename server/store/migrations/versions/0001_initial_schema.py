@@ -133,6 +133,8 @@ def upgrade() -> None:
         sa.Column("segments", sa.Integer(), nullable=False),
         sa.Column("dedupe_key", sa.String(length=512), nullable=False),
         sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("timezone", sa.String(length=64), nullable=False),
+        sa.Column("quiet_hours", sa.String(length=16), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("twilio_status", sa.String(length=32), nullable=True),
         sa.Column("twilio_sid", sa.String(length=64), nullable=True),
