@@ -1,0 +1,71 @@
+"""Litestar app factory: only wiring. Handlers are a few lines and call into the modules that work.
+
+Route modules each export `ROUTES` (a list of handlers/controllers). Handlers receive the shared
+`Services` by dependency injection (`services: Services`). The lifespan starts the worker loops
+(server/runtime.py) unless `start_workers=False`, which tests use to drive `run_once()` themselves.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ControllerRouterHandler
+
+from server.services import Services
+
+ROUTE_MODULES: tuple[str, ...] = (
+    "server.webhooks_bc",
+    "server.webhooks_twilio",
+    "server.api",
+    "server.health",
+)
+
+
+def default_routes() -> list[ControllerRouterHandler]:
+    routes: list[ControllerRouterHandler] = []
+    for name in ROUTE_MODULES:
+        routes.extend(importlib.import_module(name).ROUTES)
+    return routes
+
+
+def create_app(
+    services: Services,
+    *,
+    route_handlers: Sequence[ControllerRouterHandler] | None = None,
+    start_workers: bool = True,
+    debug: bool = False,
+) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        if start_workers:
+            from server.runtime import start_workers as start
+            from server.runtime import stop_workers as stop
+
+            await start(services)
+            try:
+                yield
+            finally:
+                await stop(services)
+        else:
+            yield
+
+    def provide_services() -> Services:
+        return services
+
+    handlers = list(route_handlers) if route_handlers is not None else default_routes()
+    app_state: dict[str, Any] = {"services": services}
+    return Litestar(
+        route_handlers=handlers,
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="ml-connector", version="0.1.0"),
+        request_max_body_size=services.settings.max_body_bytes,
+        state=app_state,  # type: ignore[arg-type]
+        debug=debug,
+    )

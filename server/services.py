@@ -1,0 +1,97 @@
+"""What the service's handlers and workers share: settings, clock, database, rules, clients.
+
+`open_services` is the one place these are built, so the CLI, the tests and the sandbox wire the
+service the same way. It refuses to start on an invalid rule set (RuleSetError carries the same
+diagnostics `rules lint` prints) and applies database migrations before anything else runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+
+from server.clock import Clock, SystemClock
+from server.logs import register_secrets
+from server.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.ruleset import RuleSet
+    from server.bc.client import BCClient
+    from server.twilio.client import TwilioClient
+    from server.workers import WorkerLoop
+
+
+def new_instance_id() -> str:
+    """Names this process in claims and leases: host, pid and a random suffix (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    db: Engine
+    ruleset: RuleSet
+    bc: BCClient
+    twilio: TwilioClient
+    instance_id: str = field(default_factory=new_instance_id)
+    workers: dict[str, WorkerLoop] = field(default_factory=dict)
+
+    def wake(self, worker: str) -> None:
+        """Ask a running worker loop to run now (e.g. the fetcher after new inbox items)."""
+        loop = self.workers.get(worker)
+        if loop is not None:
+            loop.wake()
+
+    async def aclose(self) -> None:
+        await self.bc.aclose()
+        await self.twilio.aclose()
+        self.db.dispose()
+
+
+def secret_values(settings: Settings) -> list[str]:
+    return [
+        settings.api_token.get_secret_value(),
+        settings.bc.client_secret.get_secret_value(),
+        settings.twilio.api_key_secret.get_secret_value(),
+        settings.twilio.auth_token.get_secret_value(),
+    ]
+
+
+async def open_services(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    ruleset: RuleSet | None = None,
+    bc: BCClient | None = None,
+    twilio: TwilioClient | None = None,
+    migrate: bool = True,
+) -> Services:
+    from engine.loader import load_ruleset
+    from server.bc.client import BCClient
+    from server.bc.settings import BCConfig
+    from server.store.db import create_db_engine
+    from server.store.migrate import upgrade_database
+    from server.twilio.client import TwilioClient, TwilioClientConfig
+
+    register_secrets(secret_values(settings))
+    if ruleset is None:
+        ruleset = load_ruleset(
+            settings.rules_dir, settings.templates_dir, default_region=settings.default_region
+        )
+    db = create_db_engine(settings.database_url)
+    if migrate:
+        upgrade_database(db)
+    return Services(
+        settings=settings,
+        clock=clock or SystemClock(),
+        db=db,
+        ruleset=ruleset,
+        bc=bc or BCClient(BCConfig.from_settings(settings.bc)),
+        twilio=twilio or TwilioClient(TwilioClientConfig.from_settings(settings.twilio)),
+    )
