@@ -45,28 +45,43 @@ class TokenProvider:
         self._config = config
         self._owns_http = http_client is None
         self._http = http_client or msal_http_client(config.ca_cert, config.timeout_seconds)
-        self._app = msal.ConfidentialClientApplication(
-            config.client_id,
-            client_credential=config.client_secret,
-            authority=config.authority,
-            http_client=self._http,
-            # The authority is ours to name (simulator or login.microsoftonline.com): skip the
-            # instance-discovery call to Microsoft, which a simulator on loopback cannot answer.
-            instance_discovery=False,
-        )
+        self._app: msal.ConfidentialClientApplication | None = None
         self._async_lock = asyncio.Lock()
         self._thread_lock = threading.Lock()
         # The last token and when to stop using it (monotonic), so a cached token costs no thread hop.
         self._token: str | None = None
         self._use_until = 0.0
 
+    def _msal_app(self) -> msal.ConfidentialClientApplication:
+        # Built on first use: msal may fetch the authority's metadata when constructed, and a
+        # service must be able to start while Entra is unreachable.
+        if self._app is None:
+            self._app = msal.ConfidentialClientApplication(
+                self._config.client_id,
+                client_credential=self._config.client_secret,
+                authority=self._config.authority,
+                http_client=self._http,
+                # The authority is ours to name (simulator or login.microsoftonline.com): skip the
+                # instance-discovery call to Microsoft, which a simulator on loopback cannot answer.
+                instance_discovery=False,
+            )
+        return self._app
+
     def _acquire(self, force_refresh: bool) -> tuple[str, float]:
         with self._thread_lock:
+            try:
+                app = self._msal_app()
+            except httpx.TransportError as exc:
+                raise TransportError(
+                    f"authority unreachable: {type(exc).__name__}", method="GET", url=self._config.authority
+                ) from exc
+            except ValueError as exc:  # msal: malformed authority or discovery document
+                raise AuthenticationError(str(exc), url=self._config.authority) from exc
             if force_refresh:
                 # Drop the cached app token so the next call asks Entra for a new one.
-                self._app.remove_tokens_for_client()
+                app.remove_tokens_for_client()
             try:
-                result: dict[str, Any] = self._app.acquire_token_for_client(scopes=[self._config.scope])
+                result: dict[str, Any] = app.acquire_token_for_client(scopes=[self._config.scope])
             except httpx.TransportError as exc:
                 raise TransportError(
                     f"token endpoint unreachable: {type(exc).__name__}",

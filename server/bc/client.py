@@ -140,22 +140,29 @@ class BCClient:
         refreshed = False
         while True:
             attempt += 1
-            token = await self._tokens.token(force_refresh=False)
-            request_headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
-            if content is not None:
-                request_headers["Content-Type"] = "application/json"
-            request_headers.update(headers or {})
             error: BCError
             never_sent = False
+            response: httpx.Response | None = None
             try:
-                async with self._semaphore:
-                    response = await self._http.request(
-                        method, url, params=params, content=content, headers=request_headers
-                    )
-            except httpx.TransportError as exc:
-                never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-                error = TransportError(f"{type(exc).__name__}: {exc}", method=method, url=url)
+                token = await self._tokens.token(force_refresh=False)
+            except RetryableBCError as exc:  # Entra unreachable: same policy as BC itself
+                error, never_sent = exc, True
             else:
+                request_headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
+                if content is not None:
+                    request_headers["Content-Type"] = "application/json"
+                request_headers.update(headers or {})
+                try:
+                    async with self._semaphore:
+                        response = await self._http.request(
+                            method, url, params=params, content=content, headers=request_headers
+                        )
+                except httpx.TransportError as exc:
+                    never_sent = isinstance(
+                        exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                    )
+                    error = TransportError(f"{type(exc).__name__}: {exc}", method=method, url=url)
+            if response is not None:
                 if response.status_code < 400:
                     return response
                 if response.status_code == 401 and not refreshed:

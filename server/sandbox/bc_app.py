@@ -4,7 +4,14 @@
   (client credentials; tokens expire by the simulator clock).
 - BC API v2.0 under `/v2.0/{tenant}/{environment}/api/v2.0/...` (bearer token required), plus the
   custom page `/api/contoso/finance/v1.0/companies({id})/vendorBankAccounts`.
-- Control API under `/_sim/...` (no auth; loopback only) for the sandbox and tests.
+- Control API under `/_sim/...` (no auth; loopback only) for the sandbox and tests:
+    GET  info | stats | requests | subscriptions | notifications/deliveries
+    POST seed {"seed"} | clock/advance {"seconds"} | faults {Fault fields} | tokens/expire
+         notifications/flush | notifications/drop {"count"}
+         config {"collection_threshold", "notification_window_seconds"}
+    DELETE faults | requests
+    GET/POST companies/{id}/{entitySet};  PATCH/DELETE companies/{id}/{entitySet}/{recordId}
+  Record changes made here bump @odata.etag and lastModifiedDateTime and queue notifications.
 """
 
 from __future__ import annotations

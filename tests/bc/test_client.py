@@ -393,3 +393,28 @@ def test_config_from_service_settings() -> None:
     assert config.company_ids == ("3d6f4c21-8e1a-4b7c-9f02-5a6b7c8d9e10",)
     assert config.max_concurrency == 3
     assert BCConfig.from_settings(settings, client_secret="from-store").client_secret == "from-store"
+
+
+async def test_unreachable_entra_is_retried_then_reported(recording_sleep: Any) -> None:
+    import socket
+
+    from server.bc.errors import TransportError
+
+    with socket.socket() as sock:  # a port with nobody listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = BCConfig(
+        tenant_id="7c1f2b3a-4d5e-4f60-8a9b-0c1d2e3f4a5b",
+        environment="production",
+        client_id="app",
+        client_secret="secret",
+        api_host=f"https://127.0.0.1:{port}",
+        authority_host=f"https://127.0.0.1:{port}",
+        retry=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.01),
+    )
+    async with BCClient(config, sleep=recording_sleep) as client:
+        with pytest.raises(TransportError) as caught:
+            await client.list_companies()
+    assert "unreachable" in caught.value.message
+    assert "secret" not in str(caught.value)
+    assert len(recording_sleep.delays) == 2
