@@ -1,0 +1,1 @@
+"""Send budget (skeleton)."""

@@ -1,0 +1,1 @@
+"""Reconciliation of sends whose outcome is unknown (skeleton)."""
