@@ -62,8 +62,10 @@ async def start_workers(services: Services) -> None:
     for loop in services.workers.values():
         if not loop.running:
             loop.start()
+    services.workers_started = True
 
 
 async def stop_workers(services: Services) -> None:
+    services.workers_started = False
     for loop in services.workers.values():
         await loop.stop()

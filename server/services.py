@@ -41,6 +41,7 @@ class Services:
     twilio: TwilioClient
     instance_id: str = field(default_factory=new_instance_id)
     workers: dict[str, WorkerLoop] = field(default_factory=dict)
+    workers_started: bool = False
 
     def wake(self, worker: str) -> None:
         """Ask a running worker loop to run now (e.g. the fetcher after new inbox items)."""

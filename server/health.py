@@ -1,0 +1,66 @@
+"""Liveness and readiness.
+
+/health answers as long as the process serves HTTP. /ready says whether the connector can do its job:
+the database answers, the worker loops are running (when this instance runs workers), and no BC
+subscription it relies on has expired or been dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from litestar import Response, get
+from sqlmodel import col, select
+
+from server.services import Services
+from server.store.db import read_scope
+from server.store.tables import BcSubscription
+
+
+@get("/health", sync_to_thread=False)
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
+    checks: dict[str, Any] = {}
+    ok = True
+    try:
+        with read_scope(services.db) as session:
+            session.exec(sa.select(1))  # type: ignore[call-overload]
+            now = services.clock.now()
+            subs = session.exec(
+                select(BcSubscription).where(
+                    col(BcSubscription.status).in_(["active", "renewing", "dropped"])
+                )
+            ).all()
+        bad = [
+            f"{s.entity}@{s.company_id}"
+            for s in subs
+            if s.status == "dropped" or (s.expires_at is not None and s.expires_at <= now)
+        ]
+        checks["database"] = "ok"
+        checks["subscriptions"] = "ok" if not bad else f"expired or dropped: {', '.join(sorted(bad))}"
+        ok = ok and not bad
+    except sa.exc.SQLAlchemyError as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+        ok = False
+    if services.workers_started:
+        dead = sorted(name for name, loop in services.workers.items() if not loop.running)
+        checks["workers"] = "ok" if not dead else f"not running: {', '.join(dead)}"
+        ok = ok and not dead
+    else:
+        checks["workers"] = "not started in this process"
+    return ok, checks
+
+
+@get("/ready", sync_to_thread=True)
+def ready(services: Services) -> Response[dict[str, Any]]:
+    ok, checks = readiness(services)
+    return Response(
+        {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+    )
+
+
+ROUTES = [health, ready]
