@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "server.commands.rules",
     "server.commands.simulate",
+    "server.commands.serve",
 )
 
 

@@ -1,0 +1,56 @@
+"""`ml-connector serve`: the connector service (webhooks, API, workers) on one port."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser(
+        "serve", help="run the connector service: webhooks, read API and background workers"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--no-workers", action="store_true", help="serve HTTP only (e.g. a webhook-ingest instance)"
+    )
+    serve.set_defaults(func=run_serve)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from engine.loader import RuleSetError
+    from server.app import create_app
+    from server.logs import configure_logging, get_logger
+    from server.services import open_services
+    from server.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    log = get_logger("ml_connector.serve")
+    try:
+        services = await open_services(settings)
+    except RuleSetError as exc:
+        # The service refuses to start on the same diagnostics `rules lint` prints.
+        print(f"ml-connector: the rule set in {settings.rules_dir} does not load:", file=sys.stderr)
+        for diagnostic in exc.diagnostics:
+            print(diagnostic.format_text(), file=sys.stderr)
+        return 2
+    app = create_app(services, start_workers=not args.no_workers)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_config=None, access_log=False, lifespan="on"
+    )
+    log.info("serving", host=args.host, port=args.port, database=services.db.url.get_backend_name())
+    try:
+        await uvicorn.Server(config).serve()
+    finally:
+        await services.aclose()
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    return asyncio.run(_serve(args))
