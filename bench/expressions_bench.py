@@ -19,10 +19,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import simpleeval  # noqa: E402
+import simpleeval
 
-from engine.expressions import compile_expression  # noqa: E402
-from engine.functions import EvaluationContext, days_overdue  # noqa: E402
+from engine.expressions import compile_expression
+from engine.functions import EvaluationContext, days_overdue
 
 EXPRESSION = "status == 'Open' and remainingAmount > 0 and days_overdue(dueDate) >= 7"
 NOW = datetime(2026, 3, 30, 9, 0, tzinfo=UTC)
@@ -135,7 +135,9 @@ def main() -> None:
         best_rate("compiled expression, .function(ctx)", n, rep, run_compiled_function),
         best_rate("compiled + building the context", n, rep, run_compiled_with_context),
         best_rate("simpleeval, parsed once", n, rep, run_simpleeval_once),
-        best_rate(f"simpleeval, parsed per record ({slow_count:,})", slow_count, 1, run_simpleeval_each_sample),
+        best_rate(
+            f"simpleeval, parsed per record ({slow_count:,})", slow_count, 1, run_simpleeval_each_sample
+        ),
     ]
     hand_rate = results[0][1]
     print(f"expression: {EXPRESSION}")

@@ -783,6 +783,10 @@ def _describe(node: ast.AST) -> str:
     }.get(type(node).__name__, f"'{type(node).__name__}'")
 
 
+# Operator and load/store markers are children in `ast` but add no nesting a reader would see.
+_LEAF_MARKERS = (ast.expr_context, ast.operator, ast.cmpop, ast.boolop, ast.unaryop)
+
+
 def _check_size(tree: ast.AST) -> tuple[int, ast.AST] | None:
     """The first node deeper than MAX_DEPTH or beyond MAX_NODES, walked without recursion."""
     stack: list[tuple[ast.AST, int]] = [(tree, 0)]
@@ -794,7 +798,9 @@ def _check_size(tree: ast.AST) -> tuple[int, ast.AST] | None:
             return depth, node
         if count > MAX_NODES:
             return -count, node
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+        stack.extend(
+            (child, depth + 1) for child in ast.iter_child_nodes(node) if not isinstance(child, _LEAF_MARKERS)
+        )
     return None
 
 

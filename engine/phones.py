@@ -79,7 +79,10 @@ def to_e164(raw: str | None, default_region: str | None, *, allow_extension: boo
     ML403 has an extension (unless `allow_extension`, e.g. for a voice call that dials it),
     ML405 bad default region.
     """
-    check_region(default_region)
+    try:
+        check_region(default_region)
+    except PhoneError as exc:
+        raise PhoneError(exc.code, exc.reason, raw="" if raw is None else str(raw)) from None
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         raise PhoneError("ML401", "no phone number (the field is empty)", raw="" if raw is None else raw)
     if not isinstance(raw, str):
@@ -109,9 +112,12 @@ def to_e164(raw: str | None, default_region: str | None, *, allow_extension: boo
         number_type = _TYPE_NAMES.get(phonenumbers.number_type(parsed), "unknown")
     else:
         raise PhoneError("ML402", _invalid_reason(parsed, text, default_region), raw=raw)
+    region = phonenumbers.region_code_for_number(parsed)
+    if region is None and number_type == "fictional_mobile":
+        region = phonenumbers.region_code_for_country_code(parsed.country_code or 0)
     return E164(
         number=phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164),
-        region=phonenumbers.region_code_for_number(parsed),
+        region=region,
         extension=parsed.extension if allow_extension and parsed.extension else None,
         number_type=number_type,
     )
@@ -136,6 +142,8 @@ def _parse_reason(exc: NumberParseException, text: str, region: str | None) -> s
 
 def _invalid_reason(parsed: phonenumbers.PhoneNumber, text: str, region: str | None) -> str:
     number_region = region or phonenumbers.region_code_for_country_code(parsed.country_code or 0)
+    if number_region and shortnumberinfo.is_emergency_number(text, number_region):
+        return f"{text!r} is an emergency number in {number_region}"
     if (
         number_region
         and not text.startswith(("+", "00"))
