@@ -93,7 +93,10 @@ class BCSimulator:
         config = uvicorn.Config(
             self.app,
             lifespan="on",
-            log_level="warning",
+            # No dictConfig and no level changes: the process owns logging (uvicorn would
+            # otherwise reconfigure the global uvicorn loggers for everyone).
+            log_config=None,
+            log_level=None,
             access_log=False,
             ssl_certfile=str(self._tls.cert_path),
             ssl_keyfile=str(self._tls.key_path),

@@ -273,7 +273,7 @@ async def test_permanent_errors_are_not_retried(sim: BCSimulator, company: str, 
 
 async def test_concurrency_cap_is_respected(sim: BCSimulator, company: str) -> None:
     ids = [r["id"] for r in sim.records(company, "customers")][:8]
-    sim.inject_fault(kind="delay", delay_seconds=0.15, remaining=None)
+    sim.inject_fault(kind="delay", delay_seconds=0.25, remaining=None)
     async with BCClient(sim.client_config(max_concurrency=2)) as client:
         await client.list_records(VENDORS, company)  # token first, so all 8 start together
         sim.clear_requests()
@@ -284,7 +284,7 @@ async def test_concurrency_cap_is_respected(sim: BCSimulator, company: str) -> N
 
 async def test_default_cap_stays_below_bcs_five(sim: BCSimulator, company: str) -> None:
     ids = [r["id"] for r in sim.records(company, "customers")][:10]
-    sim.inject_fault(kind="delay", delay_seconds=0.1, remaining=None)
+    sim.inject_fault(kind="delay", delay_seconds=0.25, remaining=None)
     async with BCClient(sim.client_config()) as client:
         await client.list_records(VENDORS, company)
         sim.clear_requests()
