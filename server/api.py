@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from pydantic import BaseModel
 
 from server.auth import make_bearer_guard_for_app
@@ -72,14 +73,14 @@ class MessagePageOut(BaseModel):
     next_cursor: int | None
 
 
-def _record_url(services: Services, message: OutboxMessage) -> str | None:
+def _record_url(services: NamedDependency[Services], message: OutboxMessage) -> str | None:
     if not message.record_id or not services.settings.bc.tenant_id:
         return None
     bc = services.bc.config
     return f"{bc.api_url}/companies({message.company_id})/{message.entity}({message.record_id})"
 
 
-def message_out(services: Services, message: OutboxMessage) -> dict[str, Any]:
+def message_out(services: NamedDependency[Services], message: OutboxMessage) -> dict[str, Any]:
     return {
         "job_id": message.job_id,
         "rule_id": message.rule_id,
@@ -127,16 +128,16 @@ class MessagesController(Controller):
     @get("/", sync_to_thread=True)
     def list_messages_handler(
         self,
-        services: Services,
-        status: Annotated[list[str] | None, Parameter(description="One or more statuses")] = None,
+        services: NamedDependency[Services],
+        status: Annotated[list[str] | None, QueryParameter(description="One or more statuses")] = None,
         rule: str | None = None,
         entity: str | None = None,
-        record: Annotated[str | None, Parameter(description="BC record id")] = None,
-        recipient: Annotated[str | None, Parameter(description="E.164 number")] = None,
-        created_from: Annotated[datetime | None, Parameter(query="from")] = None,
-        created_to: Annotated[datetime | None, Parameter(query="to")] = None,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
-        cursor: Annotated[int | None, Parameter(ge=1)] = None,
+        record: Annotated[str | None, QueryParameter(description="BC record id")] = None,
+        recipient: Annotated[str | None, QueryParameter(description="E.164 number")] = None,
+        created_from: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        created_to: Annotated[datetime | None, QueryParameter(name="to")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> MessagePageOut:
         unknown = sorted(set(status or ()) - STATUSES)
         if unknown:
@@ -161,7 +162,7 @@ class MessagesController(Controller):
         return MessagePageOut.model_validate({"items": items, "next_cursor": page.next_cursor})
 
     @get("/{job_id:str}", sync_to_thread=True)
-    def get_message_handler(self, services: Services, job_id: str) -> MessageDetailOut:
+    def get_message_handler(self, services: NamedDependency[Services], job_id: str) -> MessageDetailOut:
         with read_scope(services.db) as session:
             detail = get_message(session, job_id)
             if detail is None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from litestar import Response, get
+from litestar.di import NamedDependency
 from sqlmodel import col, select
 
 from server.services import Services
@@ -18,7 +19,7 @@ from server.store.db import read_scope
 from server.store.tables import BcSubscription
 
 
-@get("/health", sync_to_thread=False)
+@get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -56,7 +57,7 @@ def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
 
 
 @get("/ready", sync_to_thread=True)
-def ready(services: Services) -> Response[dict[str, Any]]:
+def ready(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
     ok, checks = readiness(services)
     return Response(
         {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503

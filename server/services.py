@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -31,17 +30,29 @@ def new_instance_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-@dataclass
 class Services:
-    settings: Settings
-    clock: Clock
-    db: Engine
-    ruleset: RuleSet
-    bc: BCClient
-    twilio: TwilioClient
-    instance_id: str = field(default_factory=new_instance_id)
-    workers: dict[str, WorkerLoop] = field(default_factory=dict)
-    workers_started: bool = False
+    """A plain class on purpose: Litestar's signature model would try to convert a dataclass."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        clock: Clock,
+        db: Engine,
+        ruleset: RuleSet,
+        bc: BCClient,
+        twilio: TwilioClient,
+        instance_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.db = db
+        self.ruleset = ruleset
+        self.bc = bc
+        self.twilio = twilio
+        self.instance_id = instance_id or new_instance_id()
+        self.workers: dict[str, WorkerLoop] = {}
+        self.workers_started = False
 
     def wake(self, worker: str) -> None:
         """Ask a running worker loop to run now (e.g. the fetcher after new inbox items)."""
