@@ -62,7 +62,11 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     admin = sqlalchemy.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    url = sqlalchemy.engine.make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    url = (
+        sqlalchemy.engine.make_url(postgres_admin_url)
+        .set(database=name)
+        .render_as_string(hide_password=False)
+    )
     try:
         yield url
     finally:
