@@ -1,1 +1,86 @@
-"""Send budget (skeleton)."""
+"""The send budget (messages per second) and the retry backoff of the dispatcher.
+
+SendBudget is a token bucket with reservations, as in Go's x/time/rate: each send takes a token;
+when the bucket is empty the caller is told how long to wait and the token is already its own, so
+a burst of N sends is spread over N / rate seconds instead of being refused. The budget is per
+process: with several instances, give each rate / instances (Twilio's own limit is per sender).
+It runs on monotonic time, never the wall clock (a clock jump must not release a burst).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+
+class SendBudget:
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: float = 1.0,
+        now: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("messages_per_second must be positive")
+        if burst < 1:
+            raise ValueError("burst must be at least 1 (one send)")
+        self.rate = rate
+        self.burst = burst
+        self._now = now
+        self._sleep = sleep
+        self._tokens = burst
+        self._last = now()
+        self._paused_until = 0.0
+
+    def _refill(self, at: float) -> None:
+        elapsed = max(0.0, at - self._last)
+        self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
+        self._last = at
+
+    def reserve(self, cost: float = 1.0) -> float:
+        """Take `cost` tokens now (the balance may go negative); returns seconds to wait before sending."""
+        at = self._now()
+        self._refill(at)
+        self._tokens -= cost
+        wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+        return max(wait, self._paused_until - at)
+
+    async def acquire(self, cost: float = 1.0) -> float:
+        """Wait for the right to send; returns the seconds waited."""
+        wait = self.reserve(cost)
+        if wait > 0:
+            await self._sleep(wait)
+        return wait
+
+    def pause(self, seconds: float) -> None:
+        """Nothing may be sent for `seconds` (Twilio said 429: the whole account is over its limit)."""
+        self._paused_until = max(self._paused_until, self._now() + seconds)
+
+    def paused_for(self) -> float:
+        return max(0.0, self._paused_until - self._now())
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    rng: random.Random,
+    retry_after: float | None = None,
+) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2^(attempt-1))).
+
+    Full jitter spreads retries of many messages that failed together (a 429 storm) so they do not
+    come back as one wave. A Retry-After from Twilio is a floor.
+    """
+    if attempt < 1:
+        raise ValueError("attempt counts from 1")
+    ceiling = min(cap, base * (2 ** min(attempt - 1, 30)))
+    delay = rng.uniform(0.0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
