@@ -1,13 +1,147 @@
-"""Placeholder so the app and runtime import; the real worker follows in the next commit."""
+"""The daily sweep: time-based rules (overdue, due soon) over open documents, streamed page by page.
+
+Time passes without any BC change, so no webhook announces "7 days overdue": once a day, at
+`sweep_time` in `business_timezone`, every entity set with `sweep` rules is read (sales invoices
+with `status eq 'Open' and remainingAmount gt 0`, the reference's definition of open posted
+invoices), expanded as the rules need, following `@odata.nextLink`, and each page is evaluated and
+committed before the next is read (bounded memory). A lease keeps it to one instance and a stored
+"last sweep" per company to once a day; a crash mid-sweep just sweeps again (job ids are stable,
+so nothing is planned twice). The sweep reads previous snapshots but never writes them: see
+evaluation.evaluate_and_store.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlmodel import Session
+
+from server.evaluation import change_from_record, evaluate_and_store
+from server.logs import get_logger
 from server.services import Services
+from server.store.columns import require_aware
+from server.store.db import read_scope, session_scope, upsert_statement
+from server.store.leases import acquire_lease, release_lease
+from server.store.tables import PollWatermark
+from server.subscriptions import company_ids, entity_set
+
+log = get_logger("ml_connector.sweep")
+
+LEASE_NAME = "bc-sweep"
+LEASE_TTL = timedelta(minutes=30)
+# What "open" means per entity set; other entity sets with sweep rules are read whole.
+SWEEP_FILTERS = {"salesInvoices": "status eq 'Open' and remainingAmount gt 0"}
+_MARK_ENTITY, _MARK_KIND = "sweep", "last-run"
+_WATERMARKS = PollWatermark.__table__  # type: ignore[attr-defined]
+
+
+def last_sweep(session: Session, company_id: str) -> datetime | None:
+    row = session.get(PollWatermark, (company_id, _MARK_ENTITY, _MARK_KIND))
+    return row.last_modified if row is not None else None
+
+
+def record_sweep(session: Session, company_id: str, at: datetime) -> None:
+    at = require_aware(at)
+    row = {
+        "company_id": company_id,
+        "entity": _MARK_ENTITY,
+        "kind": _MARK_KIND,
+        "last_modified": at,
+        "seen": {},
+        "updated_at": at,
+    }
+    session.execute(
+        upsert_statement(
+            session,
+            _WATERMARKS,
+            [row],
+            conflict_columns=["company_id", "entity", "kind"],
+            update_columns=["last_modified", "updated_at"],
+        )
+    )
 
 
 class Sweeper:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, page_size: int | None = None) -> None:
         self.services = services
+        self.page_size = page_size
+        self.zone = ZoneInfo(services.settings.business_timezone)
+        self.at = time.fromisoformat(services.settings.sweep_time)
+
+    def entities(self) -> list[str]:
+        return sorted(self.services.ruleset.entities({"sweep"}))
+
+    def due(self, company_id: str, now: datetime) -> bool:
+        """Past today's sweep time (business time zone) and not yet swept today."""
+        local = now.astimezone(self.zone)
+        if local.time() < self.at:
+            return False
+        with read_scope(self.services.db) as session:
+            last = last_sweep(session, company_id)
+        return last is None or last.astimezone(self.zone).date() < local.date()
 
     async def run_once(self) -> int:
-        return 0
+        """Sweep each company whose sweep is due; returns the records evaluated."""
+        now = self.services.clock.now()
+        if now.astimezone(self.zone).time() < self.at or not self.entities():
+            return 0
+        return await self._sweep(only_due=True)
+
+    async def sweep_now(self) -> int:
+        """Sweep every company now, whatever the time of day (tests, sandbox, an operator's command)."""
+        return await self._sweep(only_due=False)
+
+    async def _sweep(self, *, only_due: bool) -> int:
+        services = self.services
+        with session_scope(services.db) as session:
+            grant = acquire_lease(
+                session, LEASE_NAME, services.instance_id, now=services.clock.now(), ttl=LEASE_TTL
+            )
+        if grant is None:
+            return 0  # another instance is sweeping
+        total = 0
+        try:
+            for company_id in await company_ids(services):
+                if only_due and not self.due(company_id, services.clock.now()):
+                    continue
+                started = services.clock.now()
+                swept = 0
+                for entity in self.entities():
+                    swept += await self.sweep_entity(company_id, entity)
+                with session_scope(services.db) as session:
+                    record_sweep(session, company_id, started)
+                log.info("swept", company=company_id, records=swept)
+                total += swept
+        finally:
+            with session_scope(services.db) as session:
+                release_lease(session, LEASE_NAME, services.instance_id)
+        return total
+
+    async def sweep_entity(self, company_id: str, entity: str) -> int:
+        services = self.services
+        target = entity_set(entity)
+        params: dict[str, str] = {}
+        if entity in SWEEP_FILTERS:
+            params["$filter"] = SWEEP_FILTERS[entity]
+        expand = sorted(services.ruleset.expansions(entity))
+        if expand:
+            params["$expand"] = ",".join(expand)
+        url = services.bc.url(target.collection_path(company_id))
+        evaluated = 0
+        async for page in services.bc.iter_pages(url, params, page_size=self.page_size):
+            records = [target.model.model_validate(raw) for raw in page]
+            changes = [change_from_record(r, ("sweep",)) for r in records if r.id]
+            result = evaluate_and_store(
+                services.db,
+                services.ruleset,
+                company_id=company_id,
+                entity=entity,
+                changes=changes,
+                now=services.clock.now(),
+                store_snapshots=False,
+            )
+            evaluated += result.records
+            if result.inserted:
+                services.wake("dispatcher")
+        return evaluated
