@@ -165,7 +165,8 @@ def _fire(rule: CompiledRule, ctx: EvaluationContext, record_id: str, number: st
     if stage_check is not None:
         days = stage_check.days(ctx)
         stage = stage_check.stage(days) if days is not None else None
-    reason = "; ".join(check.explain(ctx) for check in rule.checks) or "no conditions"
+    # dict.fromkeys keeps order and drops repeats (changed_from + changed_to explain the same move).
+    reason = "; ".join(dict.fromkeys(check.explain(ctx) for check in rule.checks)) or "no conditions"
     parts, dedupe_key = _dedupe(rule, ctx, stage)
     body = ""
     render_error: tuple[str, str] | None = None
