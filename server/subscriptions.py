@@ -27,6 +27,7 @@ from engine.catalogue import default_catalogue
 from server.bc.entities import EntitySet
 from server.bc.errors import BCError, EntityChangedError, NotFoundError
 from server.bc.models import ENTITY_MODELS, CustomRecord, Subscription
+from server.evaluation import RecordChange, change_from_record, evaluate_and_store
 from server.logs import get_logger
 from server.services import Services
 from server.store.db import read_scope, session_scope
@@ -49,6 +50,7 @@ WEBHOOK_EVENTS = frozenset({"created", "updated", "deleted"})
 NOTIFIED_THROUGH = {"customerPayments": "customerPaymentJournals"}
 PROXY_EVENTS = frozenset({"created", "updated", "deleted", "poll"})
 LIVE = ("creating", "active", "renewing")
+PRIME_CHUNK = 500
 STALE_CREATING = timedelta(minutes=5)  # longer than any create call (handshake included) can take
 
 
@@ -147,7 +149,9 @@ class SubscriptionManager:
 
     def _rows(self, statuses: Iterable[str]) -> list[BcSubscription]:
         with read_scope(self.services.db) as session:
-            return list_subscriptions(session, statuses=list(statuses))
+            rows = list_subscriptions(session, statuses=list(statuses))
+            session.expunge_all()  # keep the rows readable after the read transaction ends
+            return rows
 
     def _creating(self, key: tuple[str, str]) -> bool:
         return any((r.company_id.lower(), r.entity) == key for r in self._rows(["creating"]))
@@ -290,5 +294,42 @@ class SubscriptionManager:
         self._activate(row_id, sub)
         if recreate:
             report.recreated += 1
-        else:
-            report.created += 1
+            return
+        report.created += 1
+        await self._prime(company_id, entity)
+
+    async def _prime(self, company_id: str, entity: str) -> None:
+        """Store a first snapshot of every record when rules compare with the previous version.
+
+        Without it the first change seen for a record has nothing to compare with, so a crossing
+        (balance over the credit limit) on that change would go unnoticed. Subscribing first and
+        reading second leaves no gap in which a change is neither read nor notified.
+        """
+        services = self.services
+        if not any(rule.needs_previous for rule in services.ruleset.rules_for(entity)):
+            return
+        target = entity_set(entity)
+        expand = sorted(services.ruleset.expansions(entity)) or None
+        chunk: list[RecordChange] = []
+        try:
+            async for record in services.bc.iter_records(target, company_id, expand=expand):
+                if record.id:
+                    chunk.append(change_from_record(record, ()))  # no events: snapshot only
+                if len(chunk) >= PRIME_CHUNK:
+                    self._store_snapshots(company_id, entity, chunk)
+                    chunk = []
+            if chunk:
+                self._store_snapshots(company_id, entity, chunk)
+        except BCError as exc:
+            log.warning("snapshots not primed", entity=entity, company=company_id, error=str(exc))
+
+    def _store_snapshots(self, company_id: str, entity: str, changes: list[RecordChange]) -> None:
+        services = self.services
+        evaluate_and_store(
+            services.db,
+            services.ruleset,
+            company_id=company_id,
+            entity=entity,
+            changes=changes,
+            now=services.clock.now(),
+        )

@@ -74,6 +74,7 @@ def check_items(services: Services, raw_items: list[Any]) -> Verdict:
             dropped.append((n, f"malformed item ({fields})"))
     with read_scope(services.db) as session:
         subscriptions = get_by_subscription_ids(session, (item.subscriptionId for _, item in parsed))
+        session.expunge_all()  # keep the rows readable after the read transaction ends
     accepted: list[NotificationIn] = []
     for n, item in parsed:
         sub = subscriptions.get(item.subscriptionId)
