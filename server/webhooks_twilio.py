@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl
 
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
 from litestar.types import ControllerRouterHandler
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, or_, select
@@ -188,7 +189,9 @@ def refused(status: int, reason: str) -> Response[str]:
 
 
 @post(STATUS_PATH, status_code=200, include_in_schema=True)
-async def twilio_status(request: Request[Any, Any, Any], services: Services) -> Response[str]:
+async def twilio_status(
+    request: Request[Any, Any, Any], services: NamedDependency[Services]
+) -> Response[str]:
     """Twilio message/call status callback (signed). `?job=` carries our job id."""
     body = await request.body()
     if not signature_ok(services.settings, request, body):
@@ -209,7 +212,9 @@ async def twilio_status(request: Request[Any, Any, Any], services: Services) -> 
 
 
 @post(INBOUND_PATH, status_code=200, include_in_schema=True)
-async def twilio_inbound(request: Request[Any, Any, Any], services: Services) -> Response[str]:
+async def twilio_inbound(
+    request: Request[Any, Any, Any], services: NamedDependency[Services]
+) -> Response[str]:
     """Twilio inbound-message webhook (signed): opt-out keywords update the registry."""
     body = await request.body()
     if not signature_ok(services.settings, request, body):
