@@ -51,6 +51,28 @@ class TwilioSettings(BaseModel):
     verify_service_sid: str = ""
 
 
+class ChangeSettings(BaseModel):
+    """OTP-gated write-back of sensitive vendor/customer fields (server/changes.py)."""
+
+    approver_roles: dict[str, str] = Field(
+        default_factory=dict,
+        description='Role name -> approver phone, e.g. {"finance-controller": "+447700900123"} (JSON).',
+    )
+    # Standard BC API v2.0 has no vendor bank accounts (reference c): they go through a custom API
+    # page a BC extension publishes, /api/{publisher}/{group}/{version}/companies({id})/{entity_set}.
+    bank_page_publisher: str = Field(default="", description="Custom API page publisher; empty = off.")
+    bank_page_group: str = ""
+    bank_page_version: str = "v1.0"
+    bank_page_entity_set: str = "vendorBankAccounts"
+    expiry_minutes: float = Field(
+        default=15.0, gt=0, description="A pending change not confirmed within this time expires."
+    )
+    max_attempts: int = Field(
+        default=5, ge=1, le=5, description="Wrong codes allowed per change (Twilio stops at 5: 60202)."
+    )
+    default_channel: Literal["sms", "call"] = "sms"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MLC_", env_file=".env", env_nested_delimiter="__", extra="ignore"
@@ -77,6 +99,18 @@ class Settings(BaseSettings):
     )
     bc: BCSettings = Field(default_factory=BCSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    changes: ChangeSettings = Field(default_factory=ChangeSettings)
+
+    # Encryption at rest of the stored credentials (server/credentials.py). Keys are Fernet keys;
+    # the first one encrypts, all of them decrypt (rotation: put the new key first, then
+    # `ml-connector credentials rotate-key`).
+    secret_key: SecretStr = Field(default=SecretStr(""), description="One Fernet key (MLC_SECRET_KEY).")
+    secret_keys: SecretStr = Field(
+        default=SecretStr(""), description="Comma-separated Fernet keys, newest first (MLC_SECRET_KEYS)."
+    )
+    secret_key_file: Path | None = Field(
+        default=None, description="File with Fernet keys, one a line, newest first (mode 0600)."
+    )
 
     # Workers
     fetch_interval_seconds: float = 1.0

@@ -230,6 +230,69 @@ class AuditEntry(SQLModel, table=True):
     details: dict[str, Any] = Field(default_factory=dict, sa_type=json_type())
 
 
+CREDENTIAL_NAMES = ("bc", "twilio")
+# Life of an OTP-gated change (server/changes.py). Terminal: written, conflict, rejected,
+# code_expired, expired, failed. approved -> writing -> written are conditional UPDATEs.
+CHANGE_STATUSES = (
+    "new",
+    "pending",
+    "approved",
+    "writing",
+    "written",
+    "conflict",
+    "rejected",
+    "code_expired",
+    "expired",
+    "failed",
+)
+
+
+class StoredCredential(SQLModel, table=True):
+    """One credential set (BC or Twilio), a single Fernet token: nothing readable without a key."""
+
+    __tablename__ = "credentials"
+    __table_args__ = (sa.CheckConstraint(_in("name", CREDENTIAL_NAMES), name="name"),)
+
+    name: str = Field(primary_key=True, sa_type=sa.String(16))
+    ciphertext: str = Field(sa_type=sa.Text)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    updated_by: str = Field(sa_type=sa.String(128))
+
+
+class PendingChange(SQLModel, table=True):
+    """A sensitive change to a BC record, written only after the approver's Verify code checks out."""
+
+    __tablename__ = "pending_changes"
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", CHANGE_STATUSES), name="status"),
+        sa.CheckConstraint("channel IN ('sms', 'call')", name="channel"),
+        sa.Index(None, "status", "expires_at"),
+        sa.Index(None, "entity", "record_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    company_id: str = Field(sa_type=sa.String(64))
+    entity: str = Field(sa_type=sa.String(64))
+    record_id: str = Field(sa_type=sa.String(64))
+    changes: dict[str, Any] = Field(default_factory=dict, sa_type=json_type())
+    # The record's @odata.etag when the change was proposed: the PATCH sends it as If-Match.
+    etag: str = Field(sa_type=sa.String(255))
+    approver: str = Field(sa_type=sa.String(32))
+    approver_role: str | None = Field(default=None, sa_type=sa.String(64))
+    channel: str = Field(sa_type=sa.String(8))
+    verification_sid: str | None = Field(default=None, sa_type=sa.String(64), unique=True)
+    status: str = Field(default="new", sa_type=sa.String(16))
+    attempts: int = Field(default=0)
+    max_attempts: int = Field(default=5)
+    requested_by: str = Field(sa_type=sa.String(128))
+    reason: str | None = Field(default=None, sa_type=sa.Text)
+    result_etag: str | None = Field(default=None, sa_type=sa.String(255))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    written_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
 ALL_TABLES: tuple[type[SQLModel], ...] = (
     BcSubscription,
     InboxNotification,
@@ -240,4 +303,6 @@ ALL_TABLES: tuple[type[SQLModel], ...] = (
     OptOut,
     Lease,
     AuditEntry,
+    StoredCredential,
+    PendingChange,
 )
