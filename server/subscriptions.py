@@ -302,11 +302,14 @@ class SubscriptionManager:
         """Store a first snapshot of every record when rules compare with the previous version.
 
         Without it the first change seen for a record has nothing to compare with, so a crossing
-        (balance over the credit limit) on that change would go unnoticed. Subscribing first and
+        (balance over the credit limit) on that change would go unnoticed, and a rule on `deleted`
+        would know nothing but the id of a record deleted before it ever changed. Subscribing first and
         reading second leaves no gap in which a change is neither read nor notified.
         """
         services = self.services
-        if not any(rule.needs_previous for rule in services.ruleset.rules_for(entity)):
+        rules = services.ruleset.rules_for(entity)
+        # Rules on `deleted` see the last stored version too (a deleted record cannot be fetched).
+        if not any(rule.needs_previous or "deleted" in rule.events for rule in rules):
             return
         target = entity_set(entity)
         expand = sorted(services.ruleset.expansions(entity)) or None

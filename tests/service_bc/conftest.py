@@ -62,8 +62,8 @@ class OneCompanyStack(Stack):
         return settings
 
 
-def make_stack(url: str, clock: ManualClock) -> Stack:
-    return OneCompanyStack(database_url=url, clock=clock)
+def make_stack(url: str, clock: ManualClock, **options: Any) -> Stack:
+    return OneCompanyStack(database_url=url, clock=clock, **options)
 
 
 def outbox_rows(stack: Stack, **filters: object) -> list[OutboxMessage]:

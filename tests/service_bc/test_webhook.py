@@ -15,14 +15,18 @@ from tests.service_bc.conftest import GB, inbox_rows, record_by_number, subscrip
 pytestmark = pytest.mark.timeout(60)
 
 
-async def post(stack: Stack, body: Any = None, *, content: bytes | None = None, **params: str) -> httpx.Response:
+async def post(
+    stack: Stack, body: Any = None, *, content: bytes | None = None, **params: str
+) -> httpx.Response:
     async with httpx.AsyncClient(timeout=10) as client:
         if content is not None:
             return await client.post(f"{stack.url}/webhooks/bc", params=params, content=content)
         return await client.post(f"{stack.url}/webhooks/bc", params=params, json=body)
 
 
-def item(sub: BcSubscription, record_id: str, *, client_state: str | None = "keep", **extra: Any) -> dict[str, Any]:
+def item(
+    sub: BcSubscription, record_id: str, *, client_state: str | None = "keep", **extra: Any
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "subscriptionId": sub.subscription_id,
         "clientState": sub.client_state_secret if client_state == "keep" else client_state,
