@@ -32,6 +32,7 @@ from server.settings import BCSettings, Settings, TwilioSettings
 def _free_socket(host: str = "127.0.0.1") -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else ~40 ms per response (Nagle)
     sock.bind((host, 0))
     return sock
 
