@@ -167,3 +167,15 @@ async def drain(dispatcher: Dispatcher, stack: Stack, *, passes: int = 50, step_
         if done == 0 and not step_seconds:
             return n
     return passes
+
+
+async def without_inline_retries(stack: Stack) -> None:
+    """Swap in a Twilio client that does not retry in-line, so every 429/5xx reaches the dispatcher."""
+    from server.twilio.client import RetryPolicy, TwilioClient, TwilioClientConfig
+
+    old = stack.services.twilio
+    config = TwilioClientConfig.from_settings(
+        stack.services.settings.twilio, retry=RetryPolicy(max_attempts=1)
+    )
+    stack.services.twilio = TwilioClient(config)
+    await old.aclose()
