@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from sqlalchemy import Engine
@@ -290,6 +291,8 @@ def with_credentials(settings: Settings, stored: Iterable[Credentials]) -> Setti
 
 def apply_stored_credentials(settings: Settings, engine: Engine) -> Settings:
     """Database first, environment as the fallback. Needs a key only when something is stored."""
+    if not sa.inspect(engine).has_table(StoredCredential.__tablename__):
+        return settings  # schema not migrated by this caller (open_services(migrate=False))
     with read_scope(engine) as session:
         if stored_count(session) == 0:
             return settings

@@ -87,6 +87,7 @@ async def open_services(
     from engine.loader import load_ruleset
     from server.bc.client import BCClient
     from server.bc.settings import BCConfig
+    from server.credentials import apply_stored_credentials
     from server.store.db import create_db_engine
     from server.store.migrate import upgrade_database
     from server.twilio.client import TwilioClient, TwilioClientConfig
@@ -99,6 +100,9 @@ async def open_services(
     db = create_db_engine(settings.database_url)
     if migrate:
         upgrade_database(db)
+    # Credentials stored encrypted in the database win over the environment's (the fallback).
+    settings = apply_stored_credentials(settings, db)
+    register_secrets(secret_values(settings))
     return Services(
         settings=settings,
         clock=clock or SystemClock(),
