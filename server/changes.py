@@ -563,18 +563,12 @@ class ChangeGate:
         except VerificationNotFoundError:
             # Approved or expired verifications are soft-deleted: 20404 (twilio-api.md section 4).
             reason = "the code expired or was already used (Twilio 20404)"
-            await self._db(
-                self._move, change_id, ("pending",), "code_expired", who, "change.code_expired", reason=reason
-            )
-            return ConfirmOutcome(
-                self._load(change_id), "code_expired", reason + "; propose the change again"
+            return await self._end(
+                change_id, ("pending",), "code_expired", who, reason, reason + "; propose the change again"
             )
         except VerificationLimitError as exc:
             reason = f"too many attempts (Twilio {exc.code})"
-            await self._db(
-                self._move, change_id, ("pending",), "rejected", who, "change.rejected", reason=reason
-            )
-            return ConfirmOutcome(self._load(change_id), "rejected", reason)
+            return await self._end(change_id, ("pending",), "rejected", who, reason, reason)
         except DeliveryError as exc:
             await self._db(self._audit, change_id, "change.check_error", who, error=str(exc))
             raise UpstreamError(f"Twilio Verify: {exc}; the change is still pending, try again") from exc
@@ -590,8 +584,16 @@ class ChangeGate:
             return outcome
         status = {"expired": "code_expired", "max_attempts_reached": "rejected"}.get(check.status, "failed")
         reason = f"Twilio Verify answered '{check.status}'"
-        await self._db(self._move, change_id, ("pending",), status, who, f"change.{status}", reason=reason)
-        return ConfirmOutcome(self._load(change_id), status, reason)
+        return await self._end(change_id, ("pending",), status, who, reason, reason)
+
+    async def _end(
+        self, change_id: int, from_: Collection[str], to: str, who: str, reason: str, message: str
+    ) -> ConfirmOutcome:
+        """Record an ending; if another request decided the change first, say so instead."""
+        if not await self._db(self._move, change_id, from_, to, who, f"change.{to}", reason=reason):
+            current = self._load(change_id)
+            raise ChangeStateError(f"change {change_id} is '{current.status}'; it was decided meanwhile")
+        return ConfirmOutcome(self._load(change_id), to, message)
 
     async def _cancel(self, verification_sid: str) -> None:
         """Close the verification at Twilio once we stopped accepting codes (best effort)."""
@@ -659,16 +661,17 @@ class ChangeGate:
                 # A retried PATCH whose first try went through (BC then refuses the old etag).
                 return await self._written(change_id, who, None, "BC already holds the approved values")
             reason = "the record changed in BC after the change was proposed (409 Request_EntityChanged)"
-            await self._db(
-                self._move, change_id, ("writing",), "conflict", who, "change.conflict", reason=reason
-            )
-            return ConfirmOutcome(
-                self._load(change_id), "conflict", reason + "; propose it again on the new version"
+            return await self._end(
+                change_id,
+                ("writing",),
+                "conflict",
+                who,
+                reason,
+                reason + "; propose it again on the new version",
             )
         except PermanentBCError as exc:
             reason = f"BC refused the write: {exc}"
-            await self._db(self._move, change_id, ("writing",), "failed", who, "change.failed", reason=reason)
-            return ConfirmOutcome(self._load(change_id), "failed", reason)
+            return await self._end(change_id, ("writing",), "failed", who, reason, reason)
         except BCError as exc:
             # BC busy or unreachable: the approval stands; confirming again retries the write.
             reason = f"BC unavailable: {exc}"
