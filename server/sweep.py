@@ -94,6 +94,9 @@ class Sweeper:
 
     async def _sweep(self, *, only_due: bool) -> int:
         services = self.services
+        companies = await company_ids(services)
+        if only_due and not any(self.due(c, services.clock.now()) for c in companies):
+            return 0  # checked before taking the lease: no write every minute of the day
         with session_scope(services.db) as session:
             grant = acquire_lease(
                 session, LEASE_NAME, services.instance_id, now=services.clock.now(), ttl=LEASE_TTL
@@ -102,7 +105,7 @@ class Sweeper:
             return 0  # another instance is sweeping
         total = 0
         try:
-            for company_id in await company_ids(services):
+            for company_id in companies:
                 if only_due and not self.due(company_id, services.clock.now()):
                     continue
                 started = services.clock.now()
