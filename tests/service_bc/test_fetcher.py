@@ -241,3 +241,23 @@ async def test_deleted_record_is_not_fetched_and_rules_see_its_last_snapshot(
     ]
     with read_scope(stack.services.db) as session:
         assert get_snapshot(session, GB, "customers", trey["id"]) is None
+
+
+async def test_record_deleted_before_the_fetch_is_handled_as_deleted(deleted_rule_stack: Stack) -> None:
+    stack = deleted_rule_stack
+    await stack.run("subscriptions")
+    adatum = record_by_number(stack, "customers", "C10000")
+    stack.bc_sim.update_record(GB, "customers", adatum["id"], {"phoneNumber": "+44 20 7946 0019"})
+    await deliver(stack)
+    stack.bc_sim.delete_record(GB, "customers", adatum["id"])  # gone before the fetcher reads it
+    assert await stack.run("fetcher") == 1
+    rows = outbox_rows(stack, rule_id="customer-deleted")
+    assert [(r.record_id, r.body) for r in rows] == [
+        (adatum["id"], "Customer Adatum Corporation (C10000) was deleted.")
+    ]
+    with read_scope(stack.services.db) as session:
+        assert get_snapshot(session, GB, "customers", adatum["id"]) is None
+    # BC's own `deleted` notification follows later: the same job id, so no second message.
+    await deliver(stack)
+    await stack.run("fetcher")
+    assert len(outbox_rows(stack, rule_id="customer-deleted")) == 1
