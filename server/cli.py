@@ -18,6 +18,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server.commands.rules",
     "server.commands.simulate",
     "server.commands.serve",
+    "server.commands.credentials",
+    "server.commands.changes",
+    "server.commands.check",
 )
 
 

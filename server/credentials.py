@@ -162,13 +162,13 @@ class CredentialStore:
         self.engine = engine
         self.keys = keys
 
-    def _cipher(self) -> MultiFernet:
+    def cipher(self) -> MultiFernet:
         return cipher_for(self.keys)
 
     def _decrypt(self, row: StoredCredential) -> Credentials:
         kind: Kind = row.name  # type: ignore[assignment]
         try:
-            plain = self._cipher().decrypt(row.ciphertext.encode())
+            plain = self.cipher().decrypt(row.ciphertext.encode())
         except InvalidToken as exc:
             raise CredentialError(
                 f"credentials '{row.name}': none of the configured keys decrypts them "
@@ -190,7 +190,7 @@ class CredentialStore:
 
     def save(self, credentials: Credentials, *, actor: str, now: datetime) -> Kind:
         kind: Kind = "bc" if isinstance(credentials, BCCredentials) else "twilio"
-        token = self._cipher().encrypt(json.dumps(_to_plain(credentials)).encode()).decode()
+        token = self.cipher().encrypt(json.dumps(_to_plain(credentials)).encode()).decode()
         with session_scope(self.engine) as session:
             row = session.get(StoredCredential, kind)
             if row is None:
@@ -213,7 +213,7 @@ class CredentialStore:
 
     def rotate(self, *, actor: str, now: datetime) -> int:
         """Re-encrypt every stored set with the first key. Returns how many rows were rewritten."""
-        cipher = self._cipher()
+        cipher = self.cipher()
         with session_scope(self.engine) as session:
             rows = list(session.exec(select(StoredCredential)).all())
             for row in rows:
