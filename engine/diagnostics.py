@@ -265,6 +265,42 @@ _OWN: tuple[CodeInfo, ...] = (
         "enabled: false",
         "enabled: true",
     ),
+    CodeInfo(
+        "ML506",
+        "overlapping-rules",
+        "Two rules can text the same recipient about the same record on the same day.",
+        "# invoice-due-soon: days_until_due {stages: [3]} -> customer.phoneNumber\n"
+        "# invoice-overdue: stages [{days_overdue: -3}, ...] -> customer.phoneNumber",
+        "Merge them into one ladder, or make their days or recipients differ.",
+    ),
+    CodeInfo(
+        "ML507",
+        "stage-ladder-overlap",
+        "Two stages of a ladder start on the same day, or out of order once grace days are added.",
+        "stages:\n  - {days_overdue: 7, grace_days: 10}\n  - {days_overdue: 14}",
+        "stages:\n  - {days_overdue: 7, grace_days: 3}\n  - {days_overdue: 14}",
+    ),
+    CodeInfo(
+        "ML508",
+        "stage-ladder-gap",
+        "A stage starts on a day the rule's other conditions exclude, so the ladder has a hole there.",
+        "when:\n  - days_overdue: {lte: 20}\nstages:\n  - {days_overdue: 7}\n  - {days_overdue: 30}",
+        "when: []\nstages:\n  - {days_overdue: 7}\n  - {days_overdue: 30}",
+    ),
+    CodeInfo(
+        "ML509",
+        "group-without-sweep",
+        "`group:` combines the messages of one sweep; a rule without the sweep event never groups.",
+        "trigger: {entity: salesInvoices, events: [updated]}\ngroup: {template: x.sms.j2}",
+        "trigger: {entity: salesInvoices, events: [sweep]}\ngroup: {template: x.sms.j2}",
+    ),
+    CodeInfo(
+        "ML510",
+        "quiet-hours-ignored",
+        "`quiet_hours` is ignored when `send_window` is given.",
+        'quiet_hours: "20:00-08:00"\nsend_window: {days: [mon, tue, wed, thu, fri]}',
+        'send_window: {quiet_hours: "20:00-08:00", days: [mon, tue, wed, thu, fri]}',
+    ),
 )
 
 _REGISTRY: dict[str, CodeInfo] = {info.code: info for info in _OWN}

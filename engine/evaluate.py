@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ class PlannedMessage:
     job_id: str
     rule_id: str
     entity: str
-    record_id: str
+    record_id: str | None  # None for a grouped message (its members name the records)
     record_number: str | None
     channel: str
     to: str | None  # E.164; None when skipped
@@ -46,6 +46,11 @@ class PlannedMessage:
     skip_reason: str | None = None
     timezone: str = "UTC"  # the rule's time zone, for quiet hours
     quiet_hours: str | None = None  # "HH:MM-HH:MM" local, or None
+    stage: int | None = None  # the ladder / day stage reached (days), for reminders
+    grace_days: int = 0  # the stage's grace period: stay silent if a payment was seen this recently
+    group_job_id: str | None = None  # set on an invoice's row that was sent inside a grouped message
+    # The (expanded) record the message is about: grouping lists its documents. Not part of equality.
+    record: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def skipped(self) -> bool:
@@ -141,7 +146,7 @@ def _normalise(raw: str, region: str | None) -> str:
 
 
 def _recipient(
-    rule: CompiledRule, target: RecipientTarget, record: Mapping[str, Any]
+    region: str | None, target: RecipientTarget, record: Mapping[str, Any]
 ) -> tuple[str | None, str | None, str | None]:
     """(E.164, skip_code, skip_reason)."""
     if target.number is not None:
@@ -154,7 +159,7 @@ def _recipient(
             return None, "ML401", f"{head} was not expanded on the record, so {target.path} is unknown"
         return None, "ML401", f"{target.path} is empty"
     try:
-        return _normalise(str(raw), rule.region), None, None
+        return _normalise(str(raw), region), None, None
     except PhoneError as exc:
         return None, exc.code, f"{target.path} {raw!r}: {exc.reason}"
 
@@ -162,7 +167,27 @@ def _recipient(
 def _fire(rule: CompiledRule, ctx: EvaluationContext, record_id: str, number: str | None) -> RuleOutcome:
     stage_check = rule.stage_check
     stage: int | None = None
-    if stage_check is not None:
+    channel, template, recipients, region, grace = (
+        rule.channel,
+        rule.template,
+        rule.recipients,
+        rule.region,
+        0,
+    )
+    ladder = rule.ladder
+    if ladder is not None:
+        days = ladder.days(ctx)
+        reached = ladder.current(days) if days is not None else None
+        if reached is not None:
+            stage, channel, template, region, grace = (
+                reached.days,
+                reached.channel,
+                reached.template,
+                reached.region,
+                reached.grace_days,
+            )
+            recipients = reached.recipients
+    elif stage_check is not None:
         days = stage_check.days(ctx)
         stage = stage_check.stage(days) if days is not None else None
     # dict.fromkeys keeps order and drops repeats (changed_from + changed_to explain the same move).
@@ -171,15 +196,15 @@ def _fire(rule: CompiledRule, ctx: EvaluationContext, record_id: str, number: st
     body = ""
     render_error: tuple[str, str] | None = None
     try:
-        body = render_body(rule, template_context(rule, ctx, stage=stage))
+        body = template.render(template_context(rule, ctx, stage=stage)).strip()
     except TemplateError as exc:
         render_error = (exc.code, f"template {exc.template}: {exc.message}")
     except EngineError as exc:
-        render_error = ("ML203", f"template {rule.template.name}: {exc}")
-    segments = sms_segments(body).segments if body and CHANNELS[rule.channel].counts_segments else 0
+        render_error = ("ML203", f"template {template.name}: {exc}")
+    segments = sms_segments(body).segments if body and CHANNELS[channel].counts_segments else 0
     messages: list[PlannedMessage] = []
-    for target in rule.recipients:
-        to, skip_code, skip_reason = _recipient(rule, target, ctx.record)
+    for target in recipients:
+        to, skip_code, skip_reason = _recipient(region, target, ctx.record)
         if render_error is not None:
             skip_code, skip_reason = render_error
             to = None
@@ -191,16 +216,19 @@ def _fire(rule: CompiledRule, ctx: EvaluationContext, record_id: str, number: st
                 entity=rule.entity,
                 record_id=record_id,
                 record_number=number,
-                channel=rule.channel,
+                channel=channel,
                 to=to,
                 body=body,
                 segments=segments,
-                dedupe_key=dedupe_key + (f"/to={target.spec}" if len(rule.recipients) > 1 else ""),
+                dedupe_key=dedupe_key + (f"/to={target.spec}" if len(recipients) > 1 else ""),
                 reason=reason,
                 skip_code=skip_code,
                 skip_reason=skip_reason,
                 timezone=rule.timezone.key,
                 quiet_hours=rule.quiet_hours,
+                stage=stage,
+                grace_days=grace,
+                record=ctx.record,
             )
         )
     return RuleOutcome(rule.id, True, reason, tuple(messages))

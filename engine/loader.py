@@ -47,7 +47,7 @@ from engine.conditions import (
 )
 from engine.diagnostics import Diagnostic, Severity
 from engine.errors import EngineError, ExpressionError, PhoneError, TemplateError
-from engine.evaluate import render_body, template_context
+from engine.evaluate import template_context
 from engine.expressions import compile_expression
 from engine.functions import EvaluationContext
 from engine.model import (
@@ -70,14 +70,18 @@ from engine.model import (
     DaysWindow,
     ExprCondition,
     FieldCondition,
+    Group,
     Recipient,
     RuleFile,
     Send,
+    SendWindow,
+    Stage,
     Trigger,
 )
 from engine.phones import to_e164
 from engine.render import CompiledTemplate, compile_template, make_environment, sms_segments
 from engine.ruleset import CompiledRule, RecipientTarget, RuleSet
+from engine.stages import CompiledGroup, CompiledStage, LadderCheck
 from engine.yamlpos import Position, YamlDocument, node_position, parse_yaml
 
 SCHEMA_COMMENT = "yaml-language-server: $schema="
@@ -106,6 +110,7 @@ class FileResult:
     rule: CompiledRule | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
     id_position: Position | None = None
+    doc: YamlDocument | None = None  # for positions of rule-set findings (engine.overlap)
 
 
 # Keys each part of the schema knows, for did-you-mean on unknown keys; keyed by the parent key.
@@ -123,6 +128,9 @@ _KNOWN_KEYS: Mapping[str, list[str]] = {
     "days_until_due": _aliases(DaysWindow),
     "crossed_above": _aliases(Crossing),
     "crossed_below": _aliases(Crossing),
+    "stages": _aliases(Stage),
+    "group": _aliases(Group),
+    "send_window": _aliases(SendWindow),
 }
 _TAGS = frozenset({"compare", "value", "field", *CONDITION_KEYWORDS})
 
@@ -232,6 +240,7 @@ class _FileCheck:
         if model is None:
             return result
         result.id_position = self.at(("id",))
+        result.doc = self.doc
         rule = self.compile(model)
         result.rule = None if self.has_errors else rule
         return result
@@ -340,6 +349,7 @@ class _FileCheck:
         if not rule.enabled:
             self.report("ML505", "rule is disabled (enabled: false)", self.at(("enabled",)), "info")
         timezone = self.check_timezone(rule)
+        self.check_send_window(rule)
         entity = rule.trigger.entity
         if entity not in self.catalogue:
             hint = did_you_mean(entity, self.catalogue.names())
@@ -362,8 +372,12 @@ class _FileCheck:
                     )
         checks = self.compile_conditions(rule)
         recipients = self.compile_recipients(rule)
-        once_per_getters = self.check_once_per(rule, checks)
         template = self.compile_template(rule)
+        stages = self.compile_stages(rule, template, recipients)
+        if checks is not None and stages:
+            checks = (*checks, LadderCheck(stages))
+        once_per_getters = self.check_once_per(rule, checks)
+        group = self.compile_group(rule, stages)
         if checks is None or recipients is None or template is None or timezone is None or self.has_errors:
             return None
         compiled = CompiledRule(
@@ -380,13 +394,88 @@ class _FileCheck:
             once_per=rule.once_per,
             once_per_getters=once_per_getters,
             timezone=timezone,
-            quiet_hours=rule.quiet_hours,
+            # send_window's quiet hours double as the rule-zone quiet hours for readers that do
+            # not know send windows (server.sendwindow evaluates them in the recipient's zone).
+            quiet_hours=(rule.send_window.quiet_hours if rule.send_window else None) or rule.quiet_hours,
             expansions=self.expansions(rule, checks, template),
             enabled=rule.enabled,
             model=rule,
+            stages=stages,
+            group=group,
+            templates=(template, *(s.template for s in stages), *(group.templates.values() if group else ())),
         )
         self.check_sample_render(compiled)
         return compiled
+
+    def compile_stages(
+        self,
+        rule: RuleFile,
+        template: CompiledTemplate | None,
+        recipients: tuple[RecipientTarget, ...] | None,
+    ) -> tuple[CompiledStage, ...]:
+        """The ladder's stages with their own template, channel and recipient (defaults: the rule's)."""
+        if not rule.stages:
+            return ()
+        entity = rule.trigger.entity
+        if entity in self.catalogue and "dueDate" not in self.catalogue[entity].fields:
+            self.report(
+                "ML351", f"stages count days from dueDate, which {entity} does not have", self.at(("stages",))
+            )
+            return ()
+        compiled: list[CompiledStage] = []
+        for index, stage in enumerate(rule.stages):
+            base: tuple[str | int, ...] = ("stages", index)
+            channel = stage.channel or rule.send.channel
+            stage_template: CompiledTemplate | None = template
+            if stage.template is not None or stage.channel is not None:
+                stage_template = self.compile_channel_template(
+                    channel,
+                    stage.template or rule.send.template,
+                    (*base, "channel") if stage.channel else ("send", "channel"),
+                    (*base, "template") if stage.template else ("send", "template"),
+                )
+            targets = recipients
+            region = rule.recipient.region or self.default_region
+            if stage.recipient is not None:
+                targets = self.compile_recipient(entity, stage.recipient, (*base, "recipient"))
+                region = stage.recipient.region or self.default_region
+            if stage_template is None or targets is None:
+                continue
+            compiled.append(
+                CompiledStage(
+                    days=stage.days_overdue,
+                    starts=stage.starts,
+                    grace_days=stage.grace_days,
+                    name=stage.name,
+                    channel=channel,
+                    template=stage_template,
+                    recipients=targets,
+                    region=region,
+                )
+            )
+        return tuple(compiled)
+
+    def compile_group(self, rule: RuleFile, stages: tuple[CompiledStage, ...]) -> CompiledGroup | None:
+        if rule.group is None:
+            return None
+        templates: dict[str, CompiledTemplate] = {}
+        sms = self.compile_channel_template("sms", rule.group.template, ("group",), ("group", "template"))
+        if sms is not None:
+            templates["sms"] = sms
+        if rule.group.voice_template is not None:
+            voice = self.compile_channel_template(
+                "voice", rule.group.voice_template, ("group",), ("group", "voice_template")
+            )
+            if voice is not None:
+                templates["voice"] = voice
+        if "sweep" not in rule.trigger.events:
+            self.report(
+                "ML509",
+                "group only combines the messages of one sweep; this rule has no sweep event, so it never groups",
+                self.at(("group",), key=True),
+                "warning",
+            )
+        return CompiledGroup(templates=templates, numbers=rule.group.numbers, min_size=rule.group.min_size)
 
     def check_timezone(self, rule: RuleFile) -> ZoneInfo | None:
         name = rule.timezone or "UTC"
@@ -402,6 +491,33 @@ class _FileCheck:
             self.at(("timezone",)),
         )
         return None
+
+    def check_send_window(self, rule: RuleFile) -> None:
+        window = rule.send_window
+        if window is None:
+            return
+        name = window.timezone
+        if name != "recipient" and name not in _zones() and name != "UTC":
+            hint = did_you_mean(name, sorted(_zones()))
+            self.report(
+                "ML502",
+                f"send_window.timezone {name!r} is neither 'recipient' nor an IANA zone"
+                + (f" (did you mean {hint!r}?)" if hint else ""),
+                self.at(("send_window", "timezone")),
+            )
+        if isinstance(window.holidays, str) and window.holidays not in phonenumbers.SUPPORTED_REGIONS:
+            self.report(
+                "ML405",
+                f"send_window.holidays {window.holidays!r} is not a country code such as GB or US",
+                self.at(("send_window", "holidays")),
+            )
+        if rule.quiet_hours is not None:
+            self.report(
+                "ML510",
+                "quiet_hours is ignored when send_window is given; move it to send_window.quiet_hours",
+                self.at(("quiet_hours",), key=True),
+                "warning",
+            )
 
     def resolve(
         self, entity: str, use: FieldUse, base: tuple[str | int, ...], expr_code: str = "ML350"
@@ -505,22 +621,26 @@ class _FileCheck:
                 )
 
     def compile_recipients(self, rule: RuleFile) -> tuple[RecipientTarget, ...] | None:
-        entity = rule.trigger.entity
-        region = rule.recipient.region or self.default_region
+        return self.compile_recipient(rule.trigger.entity, rule.recipient, ("recipient",))
+
+    def compile_recipient(
+        self, entity: str, recipient: Recipient, base: tuple[str | int, ...]
+    ) -> tuple[RecipientTarget, ...] | None:
+        region = recipient.region or self.default_region
         if region is not None and region not in phonenumbers.SUPPORTED_REGIONS:
             self.report(
                 "ML405",
                 f"unknown region {region!r}; use an ISO 3166-1 alpha-2 code such as GB or US",
-                self.at(("recipient", "region")),
+                self.at((*base, "region")),
             )
             region = None  # reported once here; fixed numbers are then checked without it
-        entries = rule.recipient.phone
+        entries = recipient.phone
         many = not isinstance(entries, str)
         specs = (entries,) if isinstance(entries, str) else entries
         targets: list[RecipientTarget] = []
         ok = True
         for index, raw in enumerate(specs):
-            loc: tuple[str | int, ...] = ("recipient", "phone", index) if many else ("recipient", "phone")
+            loc: tuple[str | int, ...] = (*base, "phone", index) if many else (*base, "phone")
             if re.match(FIELD_PATH, raw):
                 try:
                     info = self.catalogue.resolve(entity, raw)
@@ -556,6 +676,13 @@ class _FileCheck:
     def check_once_per(self, rule: RuleFile, checks: tuple[Check, ...] | None) -> dict[str, Any]:
         getters: dict[str, Any] = {}
         entity = rule.trigger.entity
+        if rule.stages and "stage" not in rule.once_per:
+            self.report(
+                "ML503",
+                "a rule with stages needs `stage` in once_per, or every stage after the first is "
+                "taken for a repeat of it (e.g. once_per: [id, dueDate, stage])",
+                self.at(("once_per",)),
+            )
         for index, entry in enumerate(rule.once_per):
             where = self.at(("once_per", index))
             if entry in ONCE_PER_TOKENS:
@@ -563,6 +690,7 @@ class _FileCheck:
                     entry == "stage"
                     and checks is not None
                     and not any(isinstance(c, DaysCheck) and c.stages for c in checks)
+                    and not any(isinstance(c, LadderCheck) for c in checks)
                 ):
                     self.report(
                         "ML503",
@@ -595,9 +723,18 @@ class _FileCheck:
         return getters
 
     def compile_template(self, rule: RuleFile) -> CompiledTemplate | None:
-        channel = rule.send.channel
-        name = rule.send.template
-        where = self.at(("send", "template"))
+        return self.compile_channel_template(
+            rule.send.channel, rule.send.template, ("send", "channel"), ("send", "template")
+        )
+
+    def compile_channel_template(
+        self,
+        channel: str,
+        name: str,
+        channel_loc: tuple[str | int, ...],
+        template_loc: tuple[str | int, ...],
+    ) -> CompiledTemplate | None:
+        where = self.at(template_loc)
         spec = CHANNELS.get(channel)
         if spec is None:
             hint = did_you_mean(channel, list(CHANNELS))
@@ -606,7 +743,7 @@ class _FileCheck:
                 f"unknown channel {channel!r}"
                 + (f" (did you mean {hint!r}?)" if hint else "")
                 + f"; channels are {', '.join(CHANNELS)}",
-                self.at(("send", "channel")),
+                self.at(channel_loc),
             )
         elif not name.endswith(spec.template_suffix):
             self.report(
@@ -647,13 +784,42 @@ class _FileCheck:
         return frozenset(found)
 
     def check_sample_render(self, rule: CompiledRule) -> None:
-        """Render the template against the entity's sample record; report failures and SMS segments."""
-        where = self.at(("send", "template"))
+        """Render every template against the entity's sample record; report failures and SMS segments."""
         record = self.catalogue.sample_record(rule.entity)
         today = LINT_NOW.astimezone(rule.timezone).date()
         ctx = EvaluationContext(record=record, previous=record, now=LINT_NOW, today=today)
+        self.check_sample_body(
+            rule, rule.template, rule.channel, ("send", "template"), template_context(rule, ctx, stage=None)
+        )
+        model_stages = rule.model.stages or ()
+        for index, (stage, spec) in enumerate(zip(rule.stages, model_stages, strict=False)):
+            if spec.template is None and spec.channel is None:
+                continue  # the rule's own template, checked above
+            loc: tuple[str | int, ...] = (
+                ("stages", index, "template") if spec.template else ("send", "template")
+            )
+            self.check_sample_body(
+                rule, stage.template, stage.channel, loc, template_context(rule, ctx, stage=stage.days)
+            )
+        if rule.group is not None:
+            from engine.grouping import sample_group_context
+
+            group_ctx = sample_group_context(rule, record, LINT_NOW)
+            for channel, template in rule.group.templates.items():
+                key = "template" if channel == "sms" else "voice_template"
+                self.check_sample_body(rule, template, channel, ("group", key), group_ctx)
+
+    def check_sample_body(
+        self,
+        rule: CompiledRule,
+        template: CompiledTemplate,
+        channel: str,
+        loc: tuple[str | int, ...],
+        context: Mapping[str, Any],
+    ) -> None:
+        where = self.at(loc)
         try:
-            body = render_body(rule, template_context(rule, ctx, stage=None))
+            body = template.render(context).strip()
         except TemplateError as exc:
             self.report(
                 exc.code,
@@ -661,7 +827,7 @@ class _FileCheck:
                 where,
             )
             return
-        if not CHANNELS[rule.channel].counts_segments:
+        if not CHANNELS[channel].counts_segments:
             return
         info = sms_segments(body)
         severity: Severity = "warning" if info.segments > SEGMENT_WARNING else "info"
@@ -753,6 +919,7 @@ def load_rules(
         diagnostics.append(Diagnostic(where, 1, 1, "ML504", "no rule files (*.yaml) found"))
     rules: list[CompiledRule] = []
     seen: dict[str, str] = {}
+    docs: dict[str, FileResult] = {}
     for file in files:
         result = compile_rule_file(file, catalogue=catalogue, env=env, default_region=default_region)
         diagnostics.extend(result.diagnostics)
@@ -773,7 +940,24 @@ def load_rules(
             continue
         seen[rule.id] = result.path
         rules.append(rule)
+        docs[rule.id] = result
+    diagnostics.extend(_ruleset_findings(rules, docs))
     return RuleSet(rules, default_region=default_region), sorted(diagnostics)
+
+
+def _ruleset_findings(rules: list[CompiledRule], results: Mapping[str, FileResult]) -> list[Diagnostic]:
+    """Warnings about the rules together: overlaps (ML506) and ladders (ML507, ML508)."""
+    from engine.overlap import ladder_problems, overlapping_rules
+
+    findings = overlapping_rules(rules)
+    for rule in rules:
+        findings += ladder_problems(rule)
+    out: list[Diagnostic] = []
+    for finding in findings:
+        result = results[finding.rule_id]
+        where = result.doc.locate(finding.loc) if result.doc is not None else Position(1, 1)
+        out.append(Diagnostic(result.path, where.line, where.col, finding.code, finding.message, "warning"))
+    return out
 
 
 def load_ruleset(

@@ -279,6 +279,76 @@ class Send(_Frozen):
     template: str = Field(min_length=1, description="file name in templates/, e.g. invoice-overdue.sms.j2")
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[str, ...] = get_args(Weekday)
+
+
+class Stage(_Frozen):
+    """One step of an escalation ladder: from `days_overdue` (plus grace) on, once per invoice and due date."""
+
+    days_overdue: int = Field(
+        ge=-365, le=3650, description="the day the stage starts; negative = days before the due date"
+    )
+    name: str | None = Field(default=None, pattern=KEBAB, description="a label for the audit, e.g. final")
+    grace_days: int = Field(
+        default=0,
+        ge=0,
+        le=90,
+        description="wait this many more days (BC reminder terms' grace period), and stay silent while a "
+        "customer payment for the invoice was seen within this many days",
+    )
+    channel: str | None = Field(
+        default=None, json_schema_extra={"enum": list(CHANNELS)}, description="default: send.channel"
+    )
+    template: str | None = Field(default=None, min_length=1, description="default: send.template")
+    recipient: Recipient | None = Field(default=None, description="default: the rule's recipient")
+
+    @property
+    def starts(self) -> int:
+        """The first day (days overdue) the stage may fire: its day plus the grace period."""
+        return self.days_overdue + self.grace_days
+
+
+class Group(_Frozen):
+    """One message per recipient, rule and stage on a sweep, listing the invoices, instead of one each."""
+
+    template: str = Field(min_length=1, description="SMS template for the grouped message")
+    voice_template: str | None = Field(
+        default=None, min_length=1, description="template for voice stages (without it calls are not grouped)"
+    )
+    numbers: int = Field(default=3, ge=1, le=20, description="how many document numbers to list")
+    min_size: int = Field(default=2, ge=2, le=100, description="group from this many messages on")
+
+
+class SendWindow(_Frozen):
+    """When messages may reach the recipient, in the recipient's local time."""
+
+    timezone: str = Field(
+        default="recipient",
+        description="'recipient' (from the phone number's region, else the customer's country, else the "
+        "rule's timezone) or an IANA zone that overrides it",
+    )
+    quiet_hours: str | None = Field(default=None, pattern=QUIET_HOURS, description='e.g. "20:00-08:00"')
+    days: tuple[Weekday, ...] | None = Field(default=None, min_length=1, description="e.g. [mon, tue, wed]")
+    hours: str | None = Field(
+        default=None, pattern=QUIET_HOURS, description='business hours HH:MM-HH:MM, e.g. "09:00-17:30"'
+    )
+    holidays: bool | str = Field(
+        default=False,
+        description="skip public holidays (the `holidays` package): true = the recipient's country, "
+        'or an ISO country code such as "GB"',
+    )
+
+    @field_validator("holidays")
+    @classmethod
+    def _country(cls, value: bool | str) -> bool | str:
+        import re
+
+        if isinstance(value, str) and not re.match(r"^[A-Z]{2}$", value):
+            raise ValueError(f"holidays is true, false or a country code such as GB, got {value!r}")
+        return value
+
+
 class RuleFile(_Frozen):
     """One rule file (rules/<id>.yaml)."""
 
@@ -309,6 +379,24 @@ class RuleFile(_Frozen):
         pattern=QUIET_HOURS,
         description='local HH:MM-HH:MM when nothing is sent, e.g. "21:00-08:00"',
     )
+    stages: tuple[Stage, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="an escalation ladder over days overdue; each stage fires once (use `stage` in once_per)",
+    )
+    group: Group | None = Field(default=None, description="one message per recipient and stage on a sweep")
+    send_window: SendWindow | None = Field(
+        default=None, description="recipient-local send window (overrides timezone/quiet_hours)"
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _ladder_order(cls, value: tuple[Stage, ...] | None) -> tuple[Stage, ...] | None:
+        if value is not None:
+            days = [stage.days_overdue for stage in value]
+            if days != sorted(set(days)):
+                raise ValueError("days_overdue of the stages must be distinct and in increasing order")
+        return value
 
 
 def rule_json_schema() -> dict[str, Any]:

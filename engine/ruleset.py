@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from engine.conditions import Check, CrossingCheck, DaysCheck, Getter
 from engine.model import RuleFile
 from engine.render import CompiledTemplate
+from engine.stages import CompiledGroup, CompiledStage, LadderCheck
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,21 @@ class CompiledRule:
     expansions: frozenset[str]  # navigation properties the fetcher must $expand
     enabled: bool
     model: RuleFile = field(repr=False)
+    stages: tuple[CompiledStage, ...] = ()  # the escalation ladder, when the rule declares one
+    group: CompiledGroup | None = None
+    templates: tuple[CompiledTemplate, ...] = ()  # every template the rule may render (lint, reload)
+
+    @property
+    def ladder(self) -> LadderCheck | None:
+        for check in self.checks:
+            if isinstance(check, LadderCheck):
+                return check
+        return None
+
+    @property
+    def is_reminder(self) -> bool:
+        """A dunning rule (it has a ladder or day stages): counts towards per-recipient caps."""
+        return bool(self.stages) or self.stage_check is not None
 
     @property
     def needs_previous(self) -> bool:

@@ -57,6 +57,8 @@ class ExpectedMessage(_Frozen):
     body_contains: tuple[str, ...] = ()
     skip_code: str | None = None
     segments: int | None = None
+    channel: str | None = None
+    stage: int | None = Field(default=None, description="the ladder stage (days overdue) reached")
 
     @field_validator("body_contains", mode="before")
     @classmethod
@@ -161,6 +163,10 @@ def _match(expected: ExpectedMessage, message: PlannedMessage) -> list[str]:
     ]
     if expected.skip_code is not None and expected.skip_code != message.skip_code:
         problems.append(f"skip_code {message.skip_code!r}, expected {expected.skip_code!r}")
+    if expected.channel is not None and expected.channel != message.channel:
+        problems.append(f"channel {message.channel!r}, expected {expected.channel!r}")
+    if expected.stage is not None and expected.stage != message.stage:
+        problems.append(f"stage {message.stage!r}, expected {expected.stage!r}")
     if expected.segments is not None and expected.segments != message.segments:
         problems.append(f"{message.segments} segment(s), expected {expected.segments}")
     return problems

@@ -59,7 +59,7 @@ def test_preview_json_fires_every_shipped_rule(
     )
     fired = {row["rule"] for row in rows if row["fired"] and row["to"]}
     assert fired == {p.stem for p in Path("rules").glob("*.yaml")}
-    assert "8 message(s) to send, 1 skipped" in err
+    assert "11 message(s) to send, 0 skipped" in err
     assert rows == snapshot
 
 
@@ -113,7 +113,7 @@ def test_lint_corpus_output(capsys: pytest.CaptureFixture[str], snapshot: Snapsh
 def test_lint_shipped_rules_clean(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "rules", "lint", "rules", "--format", "github")
     assert code == 0
-    assert out.count("::notice ") == 6
+    assert out.count("::notice ") == 9  # one per SMS template the rules use
 
 
 def test_lint_explain(capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,12 +126,12 @@ def test_lint_explain(capsys: pytest.CaptureFixture[str]) -> None:
 def test_rules_test_passes_and_fails(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, _ = run(capsys, "rules", "test", "rules/tests")
     assert code == 0
-    assert out.strip().endswith("29/29 case(s) passed in 6 file(s)")
+    assert out.strip().endswith("35/35 case(s) passed in 6 file(s)")
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(
         "version: 1\nnow: '2026-11-25T17:00:00Z'\ncases:\n"
         "  - name: expects silence but a reminder is due\n    entity: salesInvoices\n    event: sweep\n"
-        "    record: {id: X, number: N, status: Open, remainingAmount: 5, dueDate: '2026-11-01',"
+        "    record: {id: X, number: N, status: Open, remainingAmount: 5, dueDate: '2026-11-15',"
         " currencyCode: USD, customer: {displayName: A, phoneNumber: 503-555-0142, blocked: ' '}}\n"
         "    expect: []\n"
     )

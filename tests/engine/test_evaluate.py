@@ -30,12 +30,15 @@ def invoice(**changes: Any) -> dict[str, Any]:
 
 
 def test_same_inputs_same_job_id(shipped: RuleSet) -> None:
-    [first] = evaluate("salesInvoices", invoice(), shipped, NOW, event="sweep")
-    [again] = evaluate("salesInvoices", invoice(), shipped, NOW + timedelta(days=1), event="sweep")
+    # Ten days overdue: the ladder's 7-day stage (it starts on day 9, after two grace days).
+    [first] = evaluate("salesInvoices", invoice(dueDate="2026-11-15"), shipped, NOW, event="sweep")
+    [again] = evaluate(
+        "salesInvoices", invoice(dueDate="2026-11-15"), shipped, NOW + timedelta(days=1), event="sweep"
+    )
     assert first.job_id == again.job_id  # the next day's sweep is the same reminder (stage 7)
     assert re.fullmatch(r"mlc-[0-9a-f]{40}", first.job_id)
     assert first.dedupe_key == (
-        "invoice-overdue/salesInvoices/id=5a0e7c12-9d4b-ef11-8a6b-6045bde9c1a2,dueDate=2026-11-17,stage=7"
+        "invoice-overdue/salesInvoices/id=5a0e7c12-9d4b-ef11-8a6b-6045bde9c1a2,dueDate=2026-11-15,stage=7"
     )
     assert first.to == "+15035550142"
     assert first.record_number == "PS-INV104187"
