@@ -152,6 +152,8 @@ def insert_planned(
                 "attempts": 0,
                 "next_attempt_at": now,
                 "is_test": is_test,
+                # optional: set on an invoice's row that went out inside a grouped reminder
+                "group_job_id": getattr(m, "group_job_id", None),
                 "created_at": now,
                 "updated_at": now,
             }

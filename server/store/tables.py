@@ -162,6 +162,8 @@ class OutboxMessage(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, sa_type=sa.String(128))
     claim_expires: datetime | None = Field(default=None, sa_type=UTCDateTime)
     is_test: bool = Field(default=False)
+    # On an invoice's row that went out inside a grouped reminder: the grouped message's job id.
+    group_job_id: str | None = Field(default=None, sa_type=sa.String(128), index=True)
     created_at: datetime = Field(sa_type=UTCDateTime, index=True)
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
@@ -293,6 +295,31 @@ class PendingChange(SQLModel, table=True):
     written_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+PAUSE_SCOPES = ("customer", "invoice")
+
+
+class ReminderPause(SQLModel, table=True):
+    """No reminders for a customer or one invoice until a date (a promise to pay, a dispute)."""
+
+    __tablename__ = "reminder_pauses"
+    __table_args__ = (
+        sa.CheckConstraint(_in("scope", PAUSE_SCOPES), name="scope"),
+        sa.Index(None, "scope", "subject"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(sa_type=sa.String(16))
+    # The customer's or invoice's number (C0042, PS-INV104187) or its BC id (guid), as given.
+    subject: str = Field(sa_type=sa.String(64))
+    company_id: str | None = Field(default=None, sa_type=sa.String(64))  # None: every company
+    until: datetime = Field(sa_type=UTCDateTime, index=True)  # reminders resume at this moment
+    reason: str = Field(default="", sa_type=sa.Text)
+    created_by: str = Field(sa_type=sa.String(128))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    lifted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lifted_by: str | None = Field(default=None, sa_type=sa.String(128))
+
+
 ALL_TABLES: tuple[type[SQLModel], ...] = (
     BcSubscription,
     InboxNotification,
@@ -305,4 +332,5 @@ ALL_TABLES: tuple[type[SQLModel], ...] = (
     AuditEntry,
     StoredCredential,
     PendingChange,
+    ReminderPause,
 )
