@@ -17,14 +17,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from engine.evaluate import PlannedMessage, evaluate
+from engine.grouping import group_messages
 from engine.ruleset import RuleSet
 from server.bc.models import BCRecord
 from server.store.db import session_scope
 from server.store.outbox import insert_planned
 from server.store.snapshots import SnapshotIn, delete_snapshots, get_snapshots, put_snapshots
+from server.store.tables import OutboxMessage
 
 RECORD_NUMBER_MAX = 64  # outbox.record_number column width
 
@@ -55,6 +57,7 @@ class StoreResult:
     records: int  # records evaluated
     planned: int  # messages the rules planned (before de-duplication)
     inserted: int  # new outbox rows (a replay inserts none)
+    held: tuple[PlannedMessage, ...] = ()  # messages `hold` kept back (e.g. for grouping), not stored
 
 
 def record_json(record: BCRecord) -> dict[str, Any]:
@@ -119,6 +122,7 @@ def evaluate_and_store(
     now: datetime,
     finish: Callable[[Session], None] | None = None,
     store_snapshots: bool = True,
+    hold: Callable[[PlannedMessage], bool] | None = None,
 ) -> StoreResult:
     """Evaluate `changes` against their previous snapshots and store everything in one transaction.
 
@@ -144,6 +148,10 @@ def evaluate_and_store(
                         last_modified=change.last_modified,
                     )
                 )
+        held: list[PlannedMessage] = []
+        if hold is not None:
+            held = [m for m in messages if hold(m)]
+            messages = [m for m in messages if not hold(m)]
         inserted = insert_planned(session, messages, company_id=company_id, now=now)
         if keep and store_snapshots:
             put_snapshots(session, company_id, entity, keep, now=now)
@@ -151,7 +159,44 @@ def evaluate_and_store(
             delete_snapshots(session, company_id, entity, gone)
         if finish is not None:
             finish(session)
-    return StoreResult(records=len(changes), planned=len(messages), inserted=len(inserted))
+    return StoreResult(
+        records=len(changes), planned=len(messages) + len(held), inserted=len(inserted), held=tuple(held)
+    )
+
+
+def insert_grouped(
+    db: Engine, ruleset: RuleSet, *, company_id: str, messages: Sequence[PlannedMessage], now: datetime
+) -> int:
+    """Store a sweep's messages for rules with `group:`: one message per recipient and stage.
+
+    Members already in the outbox are removed BEFORE grouping (engine.grouping): an invoice reminded
+    at this stage on an earlier sweep must not be listed again because another one joined it.
+    Returns the new outbox rows (grouped messages and their member rows).
+    """
+    if not messages:
+        return 0
+    with session_scope(db) as session:
+        existing: set[str] = set()
+        ids = list(dict.fromkeys(m.job_id for m in messages))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            existing.update(
+                session.exec(select(OutboxMessage.job_id).where(col(OutboxMessage.job_id).in_(chunk))).all()
+            )
+        fresh = [m for m in messages if m.job_id not in existing]
+        return len(
+            insert_planned(session, group_messages(fresh, ruleset, now), company_id=company_id, now=now)
+        )
+
+
+def groups_on_sweep(ruleset: RuleSet) -> Callable[[PlannedMessage], bool]:
+    """`hold` for the sweep: messages of rules that group per recipient wait for the whole sweep."""
+
+    def held(message: PlannedMessage) -> bool:
+        rule = ruleset.get(message.rule_id)
+        return rule is not None and rule.group is not None and not message.skipped
+
+    return held
 
 
 def journal_line_label(journal_code: str | None, line: Mapping[str, Any]) -> str:

@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
-from server.evaluation import change_from_record, evaluate_and_store
+from engine.evaluate import PlannedMessage
+from server.evaluation import change_from_record, evaluate_and_store, groups_on_sweep, insert_grouped
 from server.logs import get_logger
 from server.services import Services
 from server.store.columns import require_aware
@@ -132,6 +133,8 @@ class Sweeper:
             params["$expand"] = ",".join(expand)
         url = services.bc.url(target.collection_path(company_id))
         evaluated = 0
+        hold = groups_on_sweep(services.ruleset)
+        held: list[PlannedMessage] = []
         async for page in services.bc.iter_pages(url, params, page_size=self.page_size):
             records = [target.model.model_validate(raw) for raw in page]
             changes = [change_from_record(r, ("sweep",)) for r in records if r.id]
@@ -143,8 +146,16 @@ class Sweeper:
                 changes=changes,
                 now=services.clock.now(),
                 store_snapshots=False,
+                hold=hold,
             )
+            held.extend(result.held)
             evaluated += result.records
             if result.inserted:
                 services.wake("dispatcher")
+        # Grouping needs the whole sweep (one customer's invoices may sit on different pages); only
+        # the messages of grouping rules are held, never the records.
+        if insert_grouped(
+            services.db, services.ruleset, company_id=company_id, messages=held, now=services.clock.now()
+        ):
+            services.wake("dispatcher")
         return evaluated

@@ -15,14 +15,16 @@ from tests.service_bc.conftest import GB, outbox_rows, record_by_number
 pytestmark = pytest.mark.timeout(90)
 
 
-def new_invoice(stack: Stack, clock: ManualClock, *, due_days_ago: int) -> dict[str, object]:
+def new_invoice(
+    stack: Stack, clock: ManualClock, *, due_days_ago: int, number: str = "PS-INV109000"
+) -> dict[str, object]:
     adatum = record_by_number(stack, "customers", "C10000")
     today = clock.now().date()
     return stack.bc_sim.create_record(
         GB,
         "salesInvoices",
         {
-            "number": "PS-INV109000",
+            "number": number,
             "customerId": adatum["id"],
             "invoiceDate": (today - timedelta(days=30 + due_days_ago)).isoformat(),
             "postingDate": (today - timedelta(days=30 + due_days_ago)).isoformat(),
@@ -37,22 +39,42 @@ def new_invoice(stack: Stack, clock: ManualClock, *, due_days_ago: int) -> dict[
 async def test_invoice_becoming_overdue_is_swept_into_one_planned_message(
     stack: Stack, clock: ManualClock
 ) -> None:
-    invoice = new_invoice(stack, clock, due_days_ago=5)
+    invoice = new_invoice(stack, clock, due_days_ago=-5)  # due in 5 days: before the ladder's first stage
     sweeper = Sweeper(stack.services)
     assert await sweeper.sweep_now() > 0
-    assert outbox_rows(stack, record_id=invoice["id"]) == []  # 5 days overdue: no stage yet
-    clock.advance(timedelta(days=2))
+    assert outbox_rows(stack, record_id=invoice["id"]) == []
+    clock.advance(timedelta(days=6))  # one day overdue: the first reminder
     await sweeper.sweep_now()
     await sweeper.sweep_now()  # a second sweep the same day plans nothing new
     rows = outbox_rows(stack, record_id=invoice["id"])
     assert [(r.rule_id, r.recipient, r.status) for r in rows] == [
         ("invoice-overdue", "+442079460018", "planned")
     ]
-    due = (clock.now().date() - timedelta(days=7)).strftime("%d %b %Y").lstrip("0")
+    due = (clock.now().date() - timedelta(days=1)).strftime("%d %b %Y").lstrip("0")
     assert rows[0].body == (
-        f"Adatum Corporation: invoice PS-INV109000 for GBP 1,234.50 was due {due} and is 7 days overdue. "
+        f"Adatum Corporation: invoice PS-INV109000 for GBP 1,234.50 was due {due} and is 1 day overdue. "
         "Please pay or call us if this is wrong."
     )
+
+
+async def test_one_customers_invoices_at_the_same_stage_become_one_grouped_message(
+    lite_stack: Stack, clock: ManualClock
+) -> None:
+    stack = lite_stack
+    first = new_invoice(stack, clock, due_days_ago=-5, number="PS-INV109001")
+    second = new_invoice(stack, clock, due_days_ago=-5, number="PS-INV109002")
+    clock.advance(timedelta(days=6))
+    await Sweeper(stack.services, page_size=1).sweep_now()  # the two invoices sit on different pages
+    members = {
+        r.record_id: r
+        for r in outbox_rows(stack, rule_id="invoice-overdue")
+        if r.record_id in (first["id"], second["id"])
+    }
+    assert {r.status for r in members.values()} == {"skipped"}
+    [group_id] = {r.group_job_id for r in members.values()}
+    [grouped] = outbox_rows(stack, job_id=group_id)
+    assert (grouped.status, grouped.recipient, grouped.record_id) == ("planned", "+442079460018", None)
+    assert "PS-INV109001" in grouped.body and "PS-INV109002" in grouped.body
 
 
 async def test_sweep_streams_open_invoices_page_by_page_with_the_rules_expansions(lite_stack: Stack) -> None:
