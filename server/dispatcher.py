@@ -60,6 +60,7 @@ log = get_logger("ml_connector.dispatcher")
 # Ask for every call progress event: 'initiated' arrives as soon as Twilio places the call, which
 # is what lets an unknown-outcome call be reconciled (reconcile.py).
 CALL_EVENTS: tuple[str, ...] = ("initiated", "ringing", "answered", "completed")
+NO_SENDER = "no-sender"
 NO_VOICE_SENDER = "no-voice-sender"
 BAD_TWIML = "twiml-too-long"
 
@@ -243,6 +244,19 @@ class Dispatcher:
     async def send(self, message: OutboxMessage, report: PassReport) -> None:
         settings = self.services.settings
         twiml: str | None = None
+        if not (settings.twilio.from_number or settings.twilio.messaging_service_sid):
+            # Checked before 'submitting': a request we cannot build must not become 'unknown'.
+            log.error(
+                "TWILIO CONFIGURATION ERROR: set MLC_TWILIO__FROM_NUMBER or MLC_TWILIO__MESSAGING_SERVICE_SID",
+                job=message.job_id,
+            )
+            await self._fail(
+                message, NO_SENDER, "no sender configured (From number or Messaging Service)", report
+            )
+            self._halted_until = self.services.clock.now() + timedelta(
+                seconds=self.policy.configuration_pause_seconds
+            )
+            return
         if message.channel == Channel.VOICE:
             if not settings.twilio.from_number:
                 log.error(

@@ -215,3 +215,31 @@ async def test_interrupted_submission_is_requeued_only_after_the_grace_period(st
     assert message(stack, job).status == "delivered"
     assert len(creates(stack)) == 1
     assert ("planned", "reconcile") in [(e.status, e.source) for e in events(stack, job)]
+
+
+async def test_no_sender_configured_fails_before_anything_is_sent(stack: Stack) -> None:
+    stack.services.settings.twilio.from_number = ""
+    first, second = insert(stack, row(1), row(2))
+    dispatcher = make_dispatcher(stack)
+
+    await dispatcher.run_once()
+
+    failed = message(stack, first)
+    assert (failed.status, failed.error_code, failed.attempts) == ("failed", "no-sender", 0)
+    assert message(stack, second).status == "planned"  # halted, claim given back
+    assert creates(stack) == []
+
+
+async def test_voice_needs_a_from_number(stack: Stack) -> None:
+    stack.services.settings.twilio.from_number = ""
+    stack.services.settings.twilio.messaging_service_sid = stack.twilio_sim.messaging_service_sid
+    sms, call = insert(stack, row(1), row(2, channel="voice"))
+    dispatcher = make_dispatcher(stack)
+
+    await dispatcher.run_once()
+
+    assert (message(stack, call).status, message(stack, call).error_code) == ("failed", "no-voice-sender")
+    (request,) = creates(stack)  # the SMS went through the Messaging Service
+    assert request.form_dict()["MessagingServiceSid"] == [stack.twilio_sim.messaging_service_sid]
+    assert "From" not in request.form_dict()
+    assert message(stack, sms).twilio_status == "accepted"
