@@ -243,3 +243,38 @@ async def test_voice_needs_a_from_number(stack: Stack) -> None:
     assert request.form_dict()["MessagingServiceSid"] == [stack.twilio_sim.messaging_service_sid]
     assert "From" not in request.form_dict()
     assert message(stack, sms).twilio_status == "accepted"
+
+
+async def test_unknown_call_is_resolved_by_its_callbacks(stack: Stack) -> None:
+    stack.twilio_sim.drop_after_accept_next(1)
+    (job,) = insert(stack, row(1, channel="voice"))
+    dispatcher = make_dispatcher(stack)
+    await dispatcher.run_once()
+    assert message(stack, job).status == "unknown"
+
+    await stack.twilio_sim.asettle()  # 'initiated' ... 'completed', each carrying ?job=
+
+    (call,) = stack.twilio_sim.calls()
+    resolved = message(stack, job)
+    assert (resolved.status, resolved.twilio_sid) == ("delivered", call["sid"])
+    assert len(creates(stack, "Calls.json")) == 1
+
+
+async def test_unknown_call_without_callbacks_is_failed_not_placed_again(stack: Stack) -> None:
+    stack.twilio_sim.auto_advance = False  # the call never progresses: no callback ever comes
+    stack.twilio_sim.drop_after_accept_next(1)
+    (job,) = insert(stack, row(1, channel="voice"))
+    dispatcher = make_dispatcher(stack)
+    await dispatcher.run_once()
+
+    advance(stack, 600)
+    await dispatcher.run_once()
+    assert message(stack, job).status == "unknown"  # still waiting for a callback
+
+    advance(stack, 301)
+    with structlog.testing.capture_logs() as logs:
+        await dispatcher.run_once()
+    failed = message(stack, job)
+    assert (failed.status, failed.error_code) == ("failed", "outcome-unknown")
+    assert any(entry["log_level"] == "error" for entry in logs)
+    assert len(creates(stack, "Calls.json")) == 1
