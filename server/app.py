@@ -23,6 +23,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "server.webhooks_bc",
     "server.webhooks_twilio",
     "server.api",
+    "server.pauses_api",
     "server.changes_api",
     "server.health",
 )

@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server.commands.rules",
     "server.commands.simulate",
     "server.commands.serve",
+    "server.commands.pause",
     "server.commands.credentials",
     "server.commands.changes",
     "server.commands.check",

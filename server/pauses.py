@@ -119,10 +119,13 @@ def lift_pause(session: Session, pause_id: int, *, by: str, now: datetime) -> Re
     return row
 
 
-def describe_rows(rows: Sequence[ReminderPause]) -> list[str]:
+def describe_rows(rows: Sequence[ReminderPause], *, now: datetime) -> list[str]:
     out = []
     for row in rows:
-        state = f"lifted {row.lifted_at.isoformat()} by {row.lifted_by}" if row.lifted_at else "active"
+        if row.lifted_at is not None:
+            state = f"lifted {row.lifted_at.isoformat()} by {row.lifted_by}"
+        else:
+            state = "active" if row.until > now else "ended"
         company = f" company {row.company_id}" if row.company_id else ""
         out.append(
             f"#{row.id} {row.scope} {row.subject}{company} until {row.until.isoformat()} "
