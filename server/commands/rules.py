@@ -124,6 +124,10 @@ def register(subparsers: Any) -> None:
     schema.add_argument("--check", action="store_true", help="exit 1 when the file differs (CI drift check)")
     schema.set_defaults(func=_schema)
 
+    from server.commands.rulesdiff import register_diff
+
+    register_diff(which)
+
     preview = subparsers.add_parser("preview", help="dry run: what the rules would send for some records")
     preview.add_argument(
         "--records", required=True, metavar="FILE", help="records as .json (by entity set) or .ndjson"
