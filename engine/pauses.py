@@ -2,7 +2,8 @@
 
 A pause names a customer (its number, e.g. C0042, or its BC id) or one invoice (number or id) and
 an end: reminders about that customer's invoices, or that invoice, are held back until then. It
-only concerns reminder rules (ladders and day stages); receipts and approvals are never paused.
+only concerns reminder rules (rules with a `stages:` ladder); receipts, approvals and internal
+alerts are never paused.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ def record_subjects(record: Mapping[str, Any]) -> dict[str, set[str]]:
     owner = {
         _norm(record.get("customerNumber")),
         _norm(record.get("customerId")),
-        _norm(record.get("billToCustomerNumber")),
         _norm(customer.get("number")),
         _norm(customer.get("id")),
     }

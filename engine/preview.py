@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from engine.catalogue import Catalogue, default_catalogue
 from engine.evaluate import RuleOutcome, evaluate_detailed
+from engine.pauses import Pause, pause_for
 from engine.records import InputRecord, RecordsError, iter_records
 from engine.ruleset import RuleSet
 
@@ -44,6 +45,7 @@ class PreviewStats:
     fired: int = 0
     messages: int = 0
     skipped: int = 0
+    paused: int = 0
     errors: int = 0
     without_rules: dict[str, int] = field(default_factory=dict)
 
@@ -145,8 +147,49 @@ def outcome_rows(
         }
 
 
+def _paused(
+    ruleset: RuleSet, record: Mapping[str, Any], outcome: RuleOutcome, pauses: Sequence[Pause], now: datetime
+) -> Pause | None:
+    """The pause that would hold back this reminder (pauses concern reminder rules only)."""
+    rule = ruleset.get(outcome.rule_id)
+    if not pauses or not outcome.fired or rule is None or not rule.is_reminder:
+        return None
+    return pause_for(record, pauses, now)
+
+
+def load_pauses(path: Path) -> list[Pause]:
+    """Pauses from a JSON list of {scope, subject, until, reason} (`ml-connector pause list --json`)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RecordsError(f"{path}: cannot read pauses: {exc}") from None
+    if not isinstance(raw, list):
+        raise RecordsError(f"{path}: expected a JSON list of pauses")
+    pauses: list[Pause] = []
+    for index, item in enumerate(raw):
+        try:
+            until = parse_now(str(item["until"]))
+            pauses.append(
+                Pause(
+                    scope=str(item["scope"]),
+                    subject=str(item["subject"]),
+                    until=until,
+                    reason=str(item.get("reason") or ""),
+                    id=item.get("id"),
+                    company_id=item.get("company_id"),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordsError(f"{path}: pause [{index}]: {exc}") from None
+    return pauses
+
+
 def _table_lines(
-    entity: str, record: Mapping[str, Any], outcomes: list[RuleOutcome], number_field: str
+    entity: str,
+    record: Mapping[str, Any],
+    outcomes: list[RuleOutcome],
+    number_field: str,
+    paused: Mapping[str, Pause] | None = None,
 ) -> Iterator[str]:
     number = record.get(number_field)
     yield f"{entity} {number if number is not None else '?'} ({record.get('id')})"
@@ -155,8 +198,11 @@ def _table_lines(
             mark = "error" if outcome.error else "-"
             yield f"  {mark:<5} {outcome.rule_id}: {outcome.reason}"
             continue
+        pause = (paused or {}).get(outcome.rule_id)
         for message in outcome.messages:
-            if message.skip_code is not None:
+            if pause is not None:
+                yield f"  PAUSE {outcome.rule_id} -> {message.to}: {pause.describe()}"
+            elif message.skip_code is not None:
                 yield f"  SKIP  {outcome.rule_id}: {message.skip_code} {message.skip_reason}"
             else:
                 plural = "s" if message.segments != 1 else ""
@@ -175,6 +221,7 @@ def run_preview(
     previous_path: Path | None = None,
     catalogue: Catalogue | None = None,
     progress: Callable[[int], None] | None = None,
+    pauses: Sequence[Pause] = (),
 ) -> PreviewStats:
     """Evaluate every record in `records_path` against `ruleset` and write the report to `out`."""
     catalogue = catalogue or default_catalogue()
@@ -202,12 +249,19 @@ def run_preview(
             for message in outcome.messages:
                 stats.messages += 1
                 stats.skipped += message.skip_code is not None
+        paused = {
+            o.rule_id: p for o in outcomes if (p := _paused(ruleset, record, o, pauses, now)) is not None
+        }
+        stats.paused += sum(len(o.messages) for o in outcomes if o.rule_id in paused)
         if fmt == "json":
             for outcome in outcomes:
                 for row in outcome_rows(item.entity, record, outcome, spec.number_field):
+                    if pauses:  # the key exists only when pauses were given (the interface is stable)
+                        pause = paused.get(outcome.rule_id)
+                        row["paused"] = pause.describe() if pause is not None and row["fired"] else None
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
         else:
-            for line in _table_lines(item.entity, record, outcomes, spec.number_field):
+            for line in _table_lines(item.entity, record, outcomes, spec.number_field, paused):
                 out.write(line + "\n")
     return stats
 
@@ -217,6 +271,8 @@ def summary(stats: PreviewStats, now: datetime) -> str:
         f"{stats.records} record(s) at {now.isoformat()}: {stats.evaluated} rule evaluation(s), "
         f"{stats.fired} fired, {stats.messages - stats.skipped} message(s) to send, {stats.skipped} skipped"
     )
+    if stats.paused:
+        text += f", {stats.paused} paused"
     if stats.errors:
         text += f", {stats.errors} evaluation error(s)"
     if stats.without_rules:
@@ -233,6 +289,7 @@ def run_preview_command(
     previous: Path | None,
     fmt: str,
     region: str | None,
+    pauses: Path | None = None,
 ) -> int:
     """The CLI body: 0 done, 1 rules have errors, 2 could not run (bad input)."""
     from engine.lint import format_diagnostics
@@ -243,7 +300,7 @@ def run_preview_command(
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    for path in (records, previous):
+    for path in (records, previous, pauses):
         if path is not None and not path.is_file():
             print(f"no such file: {path}", file=sys.stderr)
             return 2
@@ -258,6 +315,7 @@ def run_preview_command(
         return 1
     size = records.stat().st_size
     try:
+        paused = load_pauses(pauses) if pauses is not None else []
         if size >= PROGRESS_MIN_BYTES:
             from rich.console import Console
             from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
@@ -273,9 +331,12 @@ def run_preview_command(
                     fmt=fmt,
                     previous_path=previous,
                     progress=lambda n: bar.advance(task, n),
+                    pauses=paused,
                 )
         else:
-            stats = run_preview(records, ruleset, clock, sys.stdout, fmt=fmt, previous_path=previous)
+            stats = run_preview(
+                records, ruleset, clock, sys.stdout, fmt=fmt, previous_path=previous, pauses=paused
+            )
     except RecordsError as exc:
         print(str(exc), file=sys.stderr)
         return 2

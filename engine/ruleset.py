@@ -58,8 +58,8 @@ class CompiledRule:
 
     @property
     def is_reminder(self) -> bool:
-        """A dunning rule (it has a ladder or day stages): counts towards per-recipient caps."""
-        return bool(self.stages) or self.stage_check is not None
+        """A dunning rule (it has a `stages:` ladder): pauses, caps and payment grace apply to it."""
+        return bool(self.stages)
 
     @property
     def needs_previous(self) -> bool:

@@ -70,8 +70,25 @@ def _list(args: argparse.Namespace) -> int:
     try:
         with read_scope(engine) as session:
             rows = list_pauses(session, now=now, include_ended=args.all)
-            for line in describe_rows(rows, now=now):
-                print(line)
+            if args.json:
+                import json
+
+                items = [
+                    {
+                        "id": r.id,
+                        "scope": r.scope,
+                        "subject": r.subject,
+                        "company_id": r.company_id,
+                        "until": r.until.isoformat(),
+                        "reason": r.reason,
+                        "lifted_at": r.lifted_at.isoformat() if r.lifted_at else None,
+                    }
+                    for r in rows
+                ]
+                print(json.dumps(items, indent=2))
+            else:
+                for line in describe_rows(rows, now=now):
+                    print(line)
             print(f"{len(rows)} pause(s)", file=sys.stderr)
     finally:
         engine.dispose()
@@ -115,6 +132,7 @@ def register(subparsers: Any) -> None:
         p.set_defaults(func=_add, scope=scope)
     listing = commands.add_parser("list", help="active pauses")
     listing.add_argument("--all", action="store_true", help="include lifted and ended pauses")
+    listing.add_argument("--json", action="store_true", help="JSON, as `preview --pauses` reads it")
     listing.set_defaults(func=_list)
     lift = commands.add_parser("lift", help="end a pause now")
     lift.add_argument("id", type=int)

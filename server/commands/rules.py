@@ -85,6 +85,7 @@ def _preview(args: argparse.Namespace) -> int:
         previous=Path(args.previous) if args.previous else None,
         fmt=args.format,
         region=args.region,
+        pauses=Path(args.pauses) if args.pauses else None,
     )
     return code
 
@@ -142,4 +143,7 @@ def register(subparsers: Any) -> None:
     preview.add_argument("--previous", metavar="FILE", help="last seen versions of records, same formats")
     preview.add_argument("--format", choices=("table", "json"), default="table")
     preview.add_argument("--region", metavar="CC", help="default phone region for rules without one")
+    preview.add_argument(
+        "--pauses", metavar="FILE", help="reminder pauses as JSON (`ml-connector pause list --json`)"
+    )
     preview.set_defaults(func=_preview)
