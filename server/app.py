@@ -26,6 +26,8 @@ ROUTE_MODULES: tuple[str, ...] = (
     "server.pauses_api",
     "server.changes_api",
     "server.health",
+    "server.audit_pages",
+    "server.metrics",
 )
 
 
@@ -60,12 +62,17 @@ def create_app(
     def provide_services() -> Services:
         return services
 
+    from server.metrics import bind_metrics
+    from server.middleware import request_context_middleware
+
+    bind_metrics(services)  # per-app registry; the BC/Twilio clients count into it from now on
     handlers = list(route_handlers) if route_handlers is not None else default_routes()
     app_state: dict[str, Any] = {"services": services}
     return Litestar(
         route_handlers=handlers,
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
+        middleware=[request_context_middleware],
         openapi_config=OpenAPIConfig(title="ml-connector", version="0.1.0"),
         request_max_body_size=services.settings.max_body_bytes,
         state=app_state,  # type: ignore[arg-type]

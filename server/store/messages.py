@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from server.store.columns import require_aware
@@ -26,6 +27,8 @@ class MessageFilter:
     created_from: datetime | None = None
     created_to: datetime | None = None
     is_test: bool | None = None
+    # Free text for people: part of the BC record number (any case) or of the recipient's digits.
+    search: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,13 @@ def list_messages(
         stmt = stmt.where(col(OutboxMessage.created_at) < require_aware(f.created_to, "created_to"))
     if f.is_test is not None:
         stmt = stmt.where(OutboxMessage.is_test == f.is_test)
+    if f.search and f.search.strip():
+        term = f.search.strip().lower()
+        digits = "".join(ch for ch in term if ch.isdigit())
+        matches = [sa.func.lower(col(OutboxMessage.record_number)).contains(term, autoescape=True)]
+        if len(digits) >= 3:  # numbers are stored in E.164: compare digits, whatever separators were typed
+            matches.append(col(OutboxMessage.recipient).contains(digits, autoescape=True))
+        stmt = stmt.where(sa.or_(*matches))
     if after is not None:
         stmt = stmt.where(col(OutboxMessage.id) < after)
     rows = list(session.exec(stmt.order_by(col(OutboxMessage.id).desc()).limit(limit + 1)).all())
@@ -80,3 +90,9 @@ def get_message(session: Session, job_id: str) -> MessageDetail | None:
         select(MessageEvent).where(MessageEvent.job_id == job_id).order_by(col(MessageEvent.id))
     ).all()
     return MessageDetail(message=message, events=list(events))
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    """How many outbox messages are in each status (statuses with none are absent)."""
+    rows = session.exec(select(OutboxMessage.status, sa.func.count()).group_by(OutboxMessage.status)).all()
+    return {status: int(count) for status, count in rows}
