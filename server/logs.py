@@ -91,6 +91,13 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # uvicorn's own dictConfig (run by any server started with its defaults) disables existing
+    # loggers and gives its own loggers private handlers; route them back through ours.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
+        server_logger.disabled = False
     # httpx logs full request URLs at INFO; keep them at WARNING so query strings stay out of logs.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

@@ -86,7 +86,8 @@ class Stack:
         self.services = await open_services(self.settings, clock=self.clock)
         build_workers(self.services)
         app = create_app(self.services, route_handlers=self.route_handlers, start_workers=self.start_workers)
-        config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+        # log_config=None: leave process logging to configure_logging (uvicorn would replace the handlers).
+        config = uvicorn.Config(app, lifespan="on", log_config=None, log_level=None, access_log=False)
         self._server = uvicorn.Server(config)
         self._serve_task = asyncio.create_task(self._server.serve(sockets=[sock]))
         for _ in range(1000):
