@@ -29,11 +29,11 @@ from server.services import Services, open_services
 from server.settings import BCSettings, Settings, TwilioSettings
 
 
-def _free_socket(host: str = "127.0.0.1") -> socket.socket:
+def _free_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else ~40 ms per response (Nagle)
-    sock.bind((host, 0))
+    sock.bind((host, port))
     return sock
 
 
@@ -51,6 +51,7 @@ class Stack:
         route_handlers: Sequence[ControllerRouterHandler] | None = None,
         bc_options: dict[str, Any] | None = None,
         twilio_options: dict[str, Any] | None = None,
+        port: int = 0,
     ) -> None:
         self.clock: Clock = clock or OffsetClock()
         self.database_url = database_url
@@ -62,6 +63,7 @@ class Stack:
         self.route_handlers = route_handlers
         self.bc_options = bc_options or {}
         self.twilio_options = twilio_options or {}
+        self.port = port  # the connector's port; 0 picks a free one (the sandbox's --port sets it)
         self.api_token = secrets.token_urlsafe(24)
         self._server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
@@ -76,7 +78,7 @@ class Stack:
         from server.runtime import build_workers
 
         self.bc_sim = BCSimulator(clock=self.clock, seed=self.seed, **self.bc_options).start()
-        sock = _free_socket()
+        sock = _free_socket(port=self.port)
         port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.twilio_sim = TwilioSimulator(
