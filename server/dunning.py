@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -152,6 +152,15 @@ def sent_counts(
         for recipient, count in session.execute(query).all():
             counts[str(recipient)] = int(count)
     return counts
+
+
+def cap_periods(now: datetime, zone: str) -> tuple[datetime, datetime]:
+    """The starts of today and of this (ISO, Monday-first) week in `zone`: caps count calendar periods."""
+    tz = ZoneInfo(zone)
+    today = now.astimezone(tz).date()
+    day_start = datetime.combine(today, time(0), tzinfo=tz)
+    week_start = datetime.combine(today - timedelta(days=today.weekday()), time(0), tzinfo=tz)
+    return day_start, week_start
 
 
 def _is_reminder(ruleset: RuleSet, message: PlannedMessage) -> bool:
@@ -289,13 +298,13 @@ def store_reminders(
         if settings.cap_per_day or settings.cap_per_week:
             rules = [r.id for r in ruleset if r.is_reminder]
             recipients = [m.to for m in fresh if m.to and not m.skipped]
-            day_start = now - timedelta(days=1)
+            day_start, week_start = cap_periods(now, settings.cap_timezone)
             fresh = apply_caps(
                 fresh,
                 ruleset,
                 now,
                 day_counts=sent_counts(session, recipients, rules, day_start),
-                week_counts=sent_counts(session, recipients, rules, now - timedelta(days=7)),
+                week_counts=sent_counts(session, recipients, rules, week_start),
                 settings=settings,
                 report=report,
             )

@@ -29,6 +29,8 @@ LOG_ONLY = "test-log-only"
 
 
 class TestModeSettings(BaseSettings):
+    __test__ = False  # not a pytest test class, despite the name
+
     model_config = SettingsConfigDict(env_prefix="MLC_", env_file=".env", extra="ignore")
 
     test_mode: bool = Field(default=False, description="divert every send (see test_number)")
