@@ -1,8 +1,8 @@
 """One message per customer: a sweep's reminders for one recipient, rule and stage become one text.
 
 Pure. Input: the planned messages of one sweep (or of one page of it); output: the same list with
-each group of at least `group.min_size` messages - same rule, stage, channel, recipient and
-currency, for a rule with `group:` - replaced by ONE grouped message followed by its members.
+each group of at least `group.min_size` messages - same rule, stage, channel, recipient, customer
+and currency, for a rule with `group:` - replaced by ONE grouped message followed by its members.
 The grouped message's job id is derived from the SET of its members' job ids (order does not
 matter, a replay of the same sweep gives the same id). Each member keeps its own job id and
 becomes a recorded skip (`skip_code="grouped"`) whose `group_job_id` points at the grouped one,
@@ -30,7 +30,7 @@ from engine.ruleset import CompiledRule, RuleSet
 GROUPED = "grouped"  # skip_code of a member row
 RECORD_NUMBER_MAX = 64
 
-GroupKey = tuple[str, int | None, str, str, str]
+GroupKey = tuple[str, int | None, str, str, str, str]
 
 
 def _amount(record: Mapping[str, Any]) -> Decimal:
@@ -46,7 +46,11 @@ def _key(message: PlannedMessage) -> GroupKey | None:
         return None
     record = message.record or {}
     currency = str(record.get("currencyCode") or "")
-    return (message.rule_id, message.stage, message.channel, message.to, currency)
+    # The customer too: an account manager who gets a stage for several customers gets one
+    # message per customer (the text names one customer), not one mixing them.
+    customer = record.get("customer")
+    owner = record.get("customerId") or (customer.get("id") if isinstance(customer, Mapping) else None)
+    return (message.rule_id, message.stage, message.channel, message.to, currency, str(owner or ""))
 
 
 def group_context(
@@ -143,6 +147,8 @@ def group_messages(
         rule = ruleset.get(message.rule_id)
         if rule is None or rule.group is None or message.channel not in rule.group.templates:
             continue
+        if rule.to_staff(message.stage):
+            continue  # an account manager gets one text per document (the group text is for customers)
         key = _key(message)
         if key is not None:
             buckets.setdefault(key, []).append(message)

@@ -56,6 +56,16 @@ class CompiledRule:
                 return check
         return None
 
+    def to_staff(self, stage: int | None) -> bool:
+        """Does this stage go to fixed numbers (an account manager, a desk) rather than the customer?
+
+        Such messages are about one document each: never grouped, never capped.
+        """
+        for compiled in self.stages:
+            if compiled.days == stage:
+                return all(target.number is not None for target in compiled.recipients)
+        return False
+
     @property
     def is_reminder(self) -> bool:
         """A dunning rule (it has a `stages:` ladder): pauses, caps and payment grace apply to it."""

@@ -241,8 +241,9 @@ def apply_caps(
     today = now.astimezone(ZoneInfo(settings.cap_timezone)).date().isoformat()
     out: list[PlannedMessage] = []
     for m in messages:
-        if m.skipped or m.to is None or not _is_reminder(ruleset, m):
-            out.append(m)
+        rule = ruleset.get(m.rule_id)
+        if m.skipped or m.to is None or rule is None or not rule.is_reminder or rule.to_staff(m.stage):
+            out.append(m)  # staff (fixed numbers) are not capped: they chase many customers a day
             continue
         over = None
         if settings.cap_per_day and day.get(m.to, 0) >= settings.cap_per_day:

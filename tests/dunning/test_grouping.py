@@ -75,3 +75,30 @@ def test_non_grouping_rules_and_skips_pass_through(shipped: RuleSet) -> None:
     planned = plan(shipped, bad_phone, good)
     out = group_messages(planned, shipped, NOW)
     assert [m.skip_code for m in out] == ["ML402", None]
+
+
+def test_an_account_manager_gets_one_text_per_invoice(shipped: RuleSet) -> None:
+    # Stage 14 goes to the account manager (a fixed number): each text is about one invoice,
+    # and a group text written for customers would be wrong there, so it is never grouped.
+    harbour = {"id": "cust-2", "displayName": "Harbour", "phoneNumber": "503-555-0187", "blocked": " "}
+    records = [
+        invoice("PS-1", "2026-11-10"),
+        invoice("PS-2", "2026-11-10"),
+        invoice("PS-3", "2026-11-10", customerId="cust-2", customer=harbour),
+    ]
+    planned = plan(shipped, *records)
+    assert {(m.stage, m.to) for m in planned} == {(14, "+15035550177")}
+    assert group_messages(planned, shipped, NOW) == planned
+
+
+def test_one_customers_group_never_mixes_in_another_customer(shipped: RuleSet) -> None:
+    harbour = {"id": "cust-2", "displayName": "Harbour", "phoneNumber": "503-555-0142", "blocked": " "}
+    records = [
+        invoice("PS-1", "2026-11-22"),
+        invoice("PS-2", "2026-11-22"),
+        invoice("PS-3", "2026-11-22", customerId="cust-2", customer=harbour),
+        invoice("PS-4", "2026-11-22", customerId="cust-2", customer=harbour),
+    ]
+    out = group_messages(plan(shipped, *records), shipped, NOW)
+    grouped = [m for m in out if m.record_id is None]
+    assert sorted(m.body.split(":")[0] for m in grouped) == ["Harbour", "Northwind Outdoor Supply"]
