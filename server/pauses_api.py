@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.params import QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.auth import make_bearer_guard_for_app
@@ -84,7 +84,7 @@ class PausesController(Controller):
             return [pause_out(r, now) for r in list_pauses(session, now=now, include_ended=include_ended)]
 
     @post("/", sync_to_thread=True, status_code=201)
-    def add_handler(self, services: NamedDependency[Services], data: PauseIn) -> PauseOut:
+    def add_handler(self, services: NamedDependency[Services], data: JSONBody[PauseIn]) -> PauseOut:
         now = services.clock.now()
         try:
             until = parse_until(data.until, ZoneInfo(services.settings.business_timezone))

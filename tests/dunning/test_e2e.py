@@ -63,7 +63,9 @@ async def test_two_invoices_at_one_stage_reach_the_customer_as_one_text(
     grouped = [m for m in texts if "PS-INV109101" in m["body"]]
     assert len(grouped) == 1
     assert "PS-INV109102" in grouped[0]["body"] and "GBP 350.50" in grouped[0]["body"]
-    assert grouped[0]["body"].startswith("Adatum Corporation: 2 invoices (GBP 350.50) overdue since 30 Nov 2026")
+    assert grouped[0]["body"].startswith(
+        "Adatum Corporation: 2 invoices (GBP 350.50) overdue since 30 Nov 2026"
+    )
 
 
 async def test_pauses_api_add_list_lift_over_http(stack: Stack) -> None:
