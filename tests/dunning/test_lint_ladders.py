@@ -16,7 +16,7 @@ trigger: {{entity: salesInvoices, events: [sweep]}}
 
 def lint(tmp_path: Path, repo_root: Path, **files: str) -> list[str]:
     rules = tmp_path / "rules"
-    rules.mkdir()
+    rules.mkdir(parents=True)
     for name, body in files.items():
         (rules / f"{name}.yaml").write_text(HEAD.format(id=name) + body, encoding="utf-8")
     _, diagnostics = load_rules([rules], templates_dir=repo_root / "templates")
