@@ -111,6 +111,14 @@ def _day_words(day: int) -> str:
     return "the due date" if day == 0 else f"{day} day(s) overdue"
 
 
+def _range_words(lo: int, hi: int) -> str:
+    if lo <= -INF:
+        return f"up to {_day_words(hi)}"
+    if hi >= INF:
+        return f"from {_day_words(lo)} on"
+    return f"{_day_words(lo)} to {_day_words(hi)}"
+
+
 def overlapping_rules(rules: Iterable[CompiledRule]) -> list[Finding]:
     enabled = [r for r in rules if r.enabled]
     found: list[Finding] = []
@@ -157,7 +165,7 @@ def ladder_problems(rule: CompiledRule) -> list[Finding]:
                     f"{before.days} (day {before.starts}): the ladder overlaps and stage "
                     f"{before.days if after.starts < before.starts else after.days} may never be sent; "
                     "shorten the grace period",
-                    ("stages", positions.get(after.days, 0), "grace_days"),
+                    ("stages", positions.get(before.days, 0), "grace_days"),  # the grace that causes it
                 )
             )
     lo, hi = _limits(rule)
@@ -169,7 +177,7 @@ def ladder_problems(rule: CompiledRule) -> list[Finding]:
                     rule.id,
                     "ML508",
                     f"stage {stage.days} starts on day {stage.starts}, outside the days the rule's "
-                    f"other conditions allow ({_day_words(lo)} to {_day_words(hi)}): a gap in the ladder, "
+                    f"other conditions allow ({_range_words(lo, hi)}): a gap in the ladder, "
                     "the stage never fires",
                     ("stages", positions.get(stage.days, 0)),
                 )

@@ -89,8 +89,8 @@ def test_ladder_overlap_gap_and_shape(tmp_path: Path, repo_root: Path) -> None:
     assert found == [
         "ladder.yaml:12: ML507 stage 14 starts on day 14 (after grace), not after stage 7 (day 17): the ladder "
         "overlaps and stage 7 may never be sent; shorten the grace period",
-        "ladder.yaml:13: ML508 stage 30 starts on day 30, outside the days the rule's other conditions allow "
-        "(any day to 20 day(s) overdue): a gap in the ladder, the stage never fires",
+        "ladder.yaml:14: ML508 stage 30 starts on day 30, outside the days the rule's other conditions allow "
+        "(up to 20 day(s) overdue): a gap in the ladder, the stage never fires",
     ]
 
 
