@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server.commands.credentials",
     "server.commands.changes",
     "server.commands.check",
+    "server.commands.sandbox",
 )
 
 
