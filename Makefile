@@ -25,10 +25,13 @@ $(BIN)/ml-connector: $(UV) pyproject.toml uv.lock
 
 setup: $(BIN)/ml-connector
 
+# The whole flow on this machine: simulators + connector, the demo scenario, its summary; then it
+# keeps serving the audit pages until Ctrl-C. `make sandbox SANDBOX_ARGS=--exit-after` stops after
+# the summary (exit 1 if the scenario fell short).
+SANDBOX_ARGS ?=
 sandbox: setup
 	$(BIN)/ml-connector rules lint rules
-	$(BIN)/ml-connector rules test rules/tests
-	$(BIN)/ml-connector preview --records rules/samples/records.json --now 2026-11-25T09:00:00Z
+	$(BIN)/ml-connector sandbox --scenario demo $(SANDBOX_ARGS)
 
 lint: setup
 	$(BIN)/ruff check engine server tests bench
