@@ -35,6 +35,7 @@ from enum import StrEnum
 from urllib.parse import quote
 
 from server.logs import get_logger
+from server.metrics import observe_send
 from server.quiet import QuietHoursError, quiet_until
 from server.ratelimit import SendBudget, backoff_delay
 from server.reconcile import ReconcilePolicy, Reconciler
@@ -312,6 +313,7 @@ class Dispatcher:
             report.unknown += 1
             return
         await asyncio.to_thread(self._sent, message.job_id, sid, status)
+        observe_send(self.services, message.channel, message.created_at)
         report.sent += 1
 
     def _mark_submitting(self, job_id: str) -> bool:

@@ -5,9 +5,9 @@ the module that does the work):
     mlc_bc_notifications_received_total{entity,outcome}   webhooks_bc: stored / duplicate / rejected
     mlc_bc_records_fetched_total{entity}                 fetcher
     mlc_bc_requests_total{method,status}                 bc.client (status "error" = no response)
-    mlc_rules_fired_total{rule}                          planned messages born in the outbox
-    mlc_send_latency_seconds{channel,outcome}            dispatcher: the Twilio create call
+    mlc_send_latency_seconds{channel}                    dispatcher: rule fired -> Twilio accepted
 Read from the database at scrape time (so they agree across instances sharing one database):
+    mlc_rules_fired_total{rule}          outbox rows each rule planned (sent, skipped or otherwise)
     mlc_messages{status}                 outbox messages in each status
     mlc_queue_depth{queue}               outbox due now / held / in doubt, inbox pending
     mlc_subscription_expiry_seconds{company,entity,status}   time left before BC drops it
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,7 +42,22 @@ from server.store.tables import BcSubscription, InboxNotification, OutboxMessage
 
 log = get_logger("ml_connector.metrics")
 
-SEND_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Seconds for a normal send; minutes to hours when a message waited out a back-off or quiet hours.
+SEND_LATENCY_BUCKETS = (
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4 * 3600.0,
+    12 * 3600.0,
+)
 
 
 class StoreCollector(Collector):
@@ -79,6 +95,9 @@ class StoreCollector(Collector):
                 .select_from(InboxNotification)
                 .where(col(InboxNotification.status).in_(["pending", "processing"]))
             ).one()
+            per_rule = session.exec(
+                select(OutboxMessage.rule_id, sa.func.count()).group_by(OutboxMessage.rule_id)
+            ).all()
             subscriptions = session.exec(
                 select(BcSubscription).where(
                     col(BcSubscription.status).in_(["active", "renewing", "dropped"])
@@ -88,6 +107,14 @@ class StoreCollector(Collector):
         for status in MessageStatus:
             messages.add_metric([status.value], by_status.get(status.value, 0))
         yield messages
+        fired = CounterMetricFamily(
+            "mlc_rules_fired",
+            "Outbox rows each rule planned, whatever became of them (all instances: read from the database)",
+            labels=["rule"],
+        )
+        for rule_id, count in sorted(per_rule):
+            fired.add_metric([rule_id], int(count))
+        yield fired
         queue = GaugeMetricFamily("mlc_queue_depth", "Work waiting, by queue", labels=["queue"])
         queue.add_metric(["outbox_due"], int(due))
         queue.add_metric(["outbox_held"], by_status.get(MessageStatus.HELD.value, 0))
@@ -133,13 +160,10 @@ class ConnectorMetrics:
         self.bc_requests = Counter(
             "mlc_bc_requests", "HTTP requests to the BC API, by answer", ["method", "status"], registry=r
         )
-        self.rules_fired = Counter(
-            "mlc_rules_fired", "Messages planned by each rule (new outbox rows)", ["rule"], registry=r
-        )
         self.send_latency = Histogram(
             "mlc_send_latency_seconds",
-            "Duration of the Twilio create call, by outcome",
-            ["channel", "outcome"],
+            "From the rule firing (outbox row born) to Twilio accepting the message",
+            ["channel"],
             buckets=SEND_LATENCY_BUCKETS,
             registry=r,
         )
@@ -198,17 +222,12 @@ def count_bc_request(client: Any, method: str, status: int | None) -> None:
         metrics.bc_requests.labels(method=method, status=str(status) if status else "error").inc()
 
 
-def count_rule_fired(services: Services, rule_id: str, count: int = 1) -> None:
-    metrics = _for(services)
-    if metrics is not None and count:
-        metrics.rules_fired.labels(rule=rule_id).inc(count)
-
-
-def observe_send(services: Services, seconds: float, *, channel: str, outcome: str) -> None:
-    """outcome: accepted, rate_limited, failed, unknown (what the create call came back with)."""
+def observe_send(services: Services, channel: str, planned_at: datetime) -> None:
+    """Twilio accepted a message planned at `planned_at` (the dispatcher calls this after the SID is stored)."""
     metrics = _for(services)
     if metrics is not None:
-        metrics.send_latency.labels(channel=channel, outcome=outcome).observe(max(0.0, seconds))
+        seconds = (services.clock.now() - planned_at).total_seconds()
+        metrics.send_latency.labels(channel=channel).observe(max(0.0, seconds))
 
 
 @get("/metrics", guards=[make_bearer_guard_for_app()], sync_to_thread=True, include_in_schema=False)

@@ -36,6 +36,7 @@ from server.bc.errors import (
 )
 from server.bc.models import BCRecord, Company, Subscription, format_bc_datetime
 from server.bc.settings import BCConfig
+from server.metrics import count_bc_request
 
 R = TypeVar("R", bound=BCRecord)
 Sleep = Callable[[float], Awaitable[None]]
@@ -162,6 +163,7 @@ class BCClient:
                         exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
                     )
                     error = TransportError(f"{type(exc).__name__}: {exc}", method=method, url=url)
+                count_bc_request(self, method, response.status_code if response is not None else None)
             if response is not None:
                 if response.status_code < 400:
                     return response
