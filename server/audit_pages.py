@@ -24,7 +24,7 @@ from litestar.di import NamedDependency
 from litestar.enums import MediaType, RequestEncodingType
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import Body
+from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
@@ -136,11 +136,11 @@ class _Filters:
 @get("/", guards=[audit_guard], sync_to_thread=True, include_in_schema=False)
 def audit_list(
     services: NamedDependency[Services],
-    status: list[str] | None = None,
-    rule: str | None = None,
-    entity: str | None = None,
-    q: str | None = None,
-    cursor: int | None = None,
+    status: FromQuery[list[str] | None] = None,
+    rule: FromQuery[str | None] = None,
+    entity: FromQuery[str | None] = None,
+    q: FromQuery[str | None] = None,
+    cursor: FromQuery[int | None] = None,
 ) -> Response[str]:
     zone = ZoneInfo(services.settings.business_timezone)
     statuses = _clean(status)
@@ -191,7 +191,7 @@ def audit_list(
 
 
 @get("/{job_id:str}", guards=[audit_guard], sync_to_thread=True, include_in_schema=False)
-def audit_detail(services: NamedDependency[Services], job_id: str) -> Response[str]:
+def audit_detail(services: NamedDependency[Services], job_id: FromPath[str]) -> Response[str]:
     zone = ZoneInfo(services.settings.business_timezone)
     with read_scope(services.db) as session:
         detail = get_message(session, job_id)
@@ -219,7 +219,7 @@ def audit_detail(services: NamedDependency[Services], job_id: str) -> Response[s
 
 @get("/login", sync_to_thread=False, include_in_schema=False)
 def login_form(
-    request: Request[Any, Any, Any], services: NamedDependency[Services], next: str | None = None
+    request: Request[Any, Any, Any], services: NamedDependency[Services], next: FromQuery[str | None] = None
 ) -> Response[Any]:
     target = _safe_next(next)
     if is_signed_in(request):
