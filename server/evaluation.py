@@ -17,16 +17,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from engine.evaluate import PlannedMessage, evaluate
-from engine.grouping import group_messages
 from engine.ruleset import RuleSet
 from server.bc.models import BCRecord
+from server.dunning import store_reminders
 from server.store.db import session_scope
-from server.store.outbox import insert_planned
 from server.store.snapshots import SnapshotIn, delete_snapshots, get_snapshots, put_snapshots
-from server.store.tables import OutboxMessage
 
 RECORD_NUMBER_MAX = 64  # outbox.record_number column width
 
@@ -152,7 +150,8 @@ def evaluate_and_store(
         if hold is not None:
             held = [m for m in messages if hold(m)]
             messages = [m for m in messages if not hold(m)]
-        inserted = insert_planned(session, messages, company_id=company_id, now=now)
+        # Pauses, caps, payment grace, the BC switch and test mode (server/dunning.py) before the outbox.
+        inserted = store_reminders(session, messages, ruleset, company_id=company_id, now=now).inserted
         if keep and store_snapshots:
             put_snapshots(session, company_id, entity, keep, now=now)
         if gone and store_snapshots:
@@ -176,17 +175,8 @@ def insert_grouped(
     if not messages:
         return 0
     with session_scope(db) as session:
-        existing: set[str] = set()
-        ids = list(dict.fromkeys(m.job_id for m in messages))
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            existing.update(
-                session.exec(select(OutboxMessage.job_id).where(col(OutboxMessage.job_id).in_(chunk))).all()
-            )
-        fresh = [m for m in messages if m.job_id not in existing]
-        return len(
-            insert_planned(session, group_messages(fresh, ruleset, now), company_id=company_id, now=now)
-        )
+        # store_reminders drops members already in the outbox, then holds back, groups and caps.
+        return len(store_reminders(session, messages, ruleset, company_id=company_id, now=now).inserted)
 
 
 def groups_on_sweep(ruleset: RuleSet) -> Callable[[PlannedMessage], bool]:
@@ -194,7 +184,8 @@ def groups_on_sweep(ruleset: RuleSet) -> Callable[[PlannedMessage], bool]:
 
     def held(message: PlannedMessage) -> bool:
         rule = ruleset.get(message.rule_id)
-        return rule is not None and rule.group is not None and not message.skipped
+        # Ladder rules wait too: per-recipient caps count the whole sweep, not one page.
+        return rule is not None and (rule.group is not None or rule.is_reminder) and not message.skipped
 
     return held
 
