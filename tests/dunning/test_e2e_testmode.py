@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,17 +11,9 @@ from sqlmodel import select
 from server.sandbox.stack import Stack
 from server.store.db import read_scope
 from server.store.tables import OutboxMessage
-from tests.dunning.test_e2e_window import start, sweep_and_dispatch
+from tests.dunning.conftest import start, sweep_and_dispatch
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def stacks() -> AsyncIterator[list[Stack]]:
-    running: list[Stack] = []
-    yield running
-    for stack in running:
-        await stack.stop()
 
 
 async def test_test_mode_diverts_every_send_to_the_test_number(
