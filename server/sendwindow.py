@@ -213,3 +213,30 @@ def hold_for(
         fallback = getattr(getattr(rule, "timezone", None), "key", "UTC")
     zones = recipient_zones(recipient, window, country=country, fallback=fallback)
     return next_send_time(now, window, zones, country=country or country_of(recipient))
+
+
+def hold_until_for_row(message: object, ruleset: object, now: datetime) -> datetime | None:
+    """Drop-in for the dispatcher's quiet-hours check on an outbox row: when it may be sent, or None.
+
+    `message` is an OutboxMessage (rule_id, recipient, timezone, quiet_hours); `ruleset` the RuleSet
+    as loaded now. A window that never opens is logged and does not block (the engine validates
+    windows; an odd one must not stall the queue forever).
+    """
+    get = getattr(ruleset, "get", None)
+    rule = get(getattr(message, "rule_id", "")) if get is not None else None
+    try:
+        hold = hold_for(
+            now,
+            rule,
+            getattr(message, "recipient", None),
+            stored_timezone=getattr(message, "timezone", None) or "UTC",
+            stored_quiet_hours=getattr(message, "quiet_hours", None),
+        )
+    except (SendWindowError, ValueError) as exc:
+        from server.logs import get_logger
+
+        get_logger("ml_connector.sendwindow").error(
+            "send window unreadable; sending anyway", job=getattr(message, "job_id", None), error=str(exc)
+        )
+        return None
+    return hold.until if hold is not None else None

@@ -107,3 +107,31 @@ def test_a_job_whose_rule_is_gone_uses_the_window_stored_on_its_row() -> None:
     hold = hold_for(now, None, LONDON, stored_timezone="Europe/London", stored_quiet_hours="21:00-07:00")
     assert hold is not None and hold.until == datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
     assert hold_for(now, None, LONDON) is None
+
+
+def test_the_dispatcher_drop_in_reads_an_outbox_row(ladder: object) -> None:
+    from engine.ruleset import RuleSet
+    from server.sendwindow import hold_until_for_row
+    from server.store.tables import OutboxMessage
+
+    assert isinstance(ladder, object)
+    ruleset = RuleSet([ladder])  # type: ignore[list-item]
+    row = OutboxMessage(
+        job_id="j1",
+        rule_id="invoice-overdue",
+        entity="salesInvoices",
+        company_id="c",
+        recipient=NY,
+        channel="sms",
+        body="x",
+        dedupe_key="k",
+        timezone="America/Los_Angeles",
+        quiet_hours="20:00-08:00",
+        next_attempt_at=datetime(2026, 11, 24, 2, 0, tzinfo=UTC),
+        created_at=datetime(2026, 11, 24, 2, 0, tzinfo=UTC),
+        updated_at=datetime(2026, 11, 24, 2, 0, tzinfo=UTC),
+    )
+    now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # 21:00 in New York
+    assert hold_until_for_row(row, ruleset, now) == datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
+    # The rule is gone: the window stored on the row applies in its stored zone (18:00 in LA: send).
+    assert hold_until_for_row(row, RuleSet([]), now) is None
