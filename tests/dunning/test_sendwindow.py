@@ -114,7 +114,6 @@ def test_the_dispatcher_drop_in_reads_an_outbox_row(ladder: object) -> None:
     from server.sendwindow import hold_until_for_row
     from server.store.tables import OutboxMessage
 
-    assert isinstance(ladder, object)
     ruleset = RuleSet([ladder])  # type: ignore[list-item]
     row = OutboxMessage(
         job_id="j1",
