@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from litestar import Response, get
 from litestar.di import NamedDependency
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlmodel import col, select
@@ -41,6 +41,8 @@ from server.store.states import CLAIMABLE, IN_DOUBT, MessageStatus
 from server.store.tables import BcSubscription, InboxNotification, OutboxMessage
 
 log = get_logger("ml_connector.metrics")
+
+TEXT_FORMAT = "text/plain; version=0.0.4"
 
 # Seconds for a normal send; minutes to hours when a message waited out a back-off or quiet hours.
 SEND_LATENCY_BUCKETS = (
@@ -98,11 +100,15 @@ class StoreCollector(Collector):
             per_rule = session.exec(
                 select(OutboxMessage.rule_id, sa.func.count()).group_by(OutboxMessage.rule_id)
             ).all()
-            subscriptions = session.exec(
-                select(BcSubscription).where(
-                    col(BcSubscription.status).in_(["active", "renewing", "dropped"])
-                )
-            ).all()
+            # Plain tuples while the session is open (rows expire when it ends).
+            subscriptions = [
+                (sub.company_id, sub.entity, sub.status, sub.expires_at)
+                for sub in session.exec(
+                    select(BcSubscription).where(
+                        col(BcSubscription.status).in_(["active", "renewing", "dropped"])
+                    )
+                ).all()
+            ]
         messages = GaugeMetricFamily("mlc_messages", "Outbox messages by status", labels=["status"])
         for status in MessageStatus:
             messages.add_metric([status.value], by_status.get(status.value, 0))
@@ -126,10 +132,9 @@ class StoreCollector(Collector):
             "Seconds until a BC webhook subscription expires (negative: already expired)",
             labels=["company", "entity", "status"],
         )
-        for sub in subscriptions:
-            if sub.expires_at is not None:
-                seconds = (sub.expires_at - now).total_seconds()
-                expiry.add_metric([sub.company_id, sub.entity, sub.status], seconds)
+        for company_id, entity, sub_status, expires_at in subscriptions:
+            if expires_at is not None:
+                expiry.add_metric([company_id, entity, sub_status], (expires_at - now).total_seconds())
         yield expiry
 
     def _workers(self, services: Services) -> Iterator[Metric]:
@@ -233,7 +238,8 @@ def observe_send(services: Services, channel: str, planned_at: datetime) -> None
 @get("/metrics", guards=[make_bearer_guard_for_app()], sync_to_thread=True, include_in_schema=False)
 def metrics_endpoint(services: NamedDependency[Services]) -> Response[bytes]:
     metrics = bind_metrics(services)
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    # The classic text format, which every Prometheus version reads (Litestar adds the charset).
+    return Response(metrics.render(), media_type=TEXT_FORMAT)
 
 
 ROUTES = [metrics_endpoint]

@@ -51,6 +51,7 @@ PROBLEM_STATUSES: frozenset[str] = frozenset({S.FAILED, S.UNDELIVERED})
 # A run of 7+ digits with the separators people type: phone numbers inside free text
 # (Twilio's error messages name the number; a skip reason quotes what BC held).
 _NUMBER_IN_TEXT = re.compile(r"\+?\d[\d \-()]{5,}\d")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def status_look(status: str) -> StatusLook:
@@ -72,7 +73,9 @@ def mask_numbers_in(text: str | None) -> str:
     def replace(match: re.Match[str]) -> str:
         raw = match.group(0)
         digits = sum(ch.isdigit() for ch in raw)
-        return mask(raw) if digits >= 7 else raw
+        if digits < 7 or _ISO_DATE.fullmatch(raw):
+            return raw
+        return mask(raw)
 
     return _NUMBER_IN_TEXT.sub(replace, text)
 
