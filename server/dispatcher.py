@@ -36,9 +36,9 @@ from urllib.parse import quote
 
 from server.logs import get_logger
 from server.metrics import observe_send
-from server.quiet import QuietHoursError, quiet_until
 from server.ratelimit import SendBudget, backoff_delay
 from server.reconcile import ReconcilePolicy, Reconciler
+from server.sendwindow import hold_until_for_row
 from server.services import Services
 from server.store import optouts, outbox
 from server.store.db import session_scope
@@ -170,23 +170,10 @@ class Dispatcher:
                 lease_seconds=self.policy.claim_seconds,
             )
 
-    def quiet_until(self, message: OutboxMessage, now: datetime) -> datetime | None:
-        """When this job may be sent, if it is inside its rule's quiet hours now."""
-        rule = self.services.ruleset.get(message.rule_id)
-        window, tz = (
-            (rule.quiet_hours, rule.timezone)
-            if rule is not None
-            else (
-                message.quiet_hours,
-                message.timezone or "UTC",
-            )
-        )
-        try:
-            return quiet_until(now, window, tz)
-        except QuietHoursError as exc:
-            # The engine validates windows; a row from an older version may not be. Send, and say so.
-            log.error("quiet hours unreadable; sending anyway", job=message.job_id, error=str(exc))
-            return None
+    def send_window_until(self, message: OutboxMessage, now: datetime) -> datetime | None:
+        """When this job may be sent, if it is outside its rule's send window now (quiet hours,
+        days, holidays), evaluated in the recipient's local time where the rule says so."""
+        return hold_until_for_row(message, self.services.ruleset, now)
 
     def _decide(
         self, batch: Sequence[OutboxMessage], now: datetime, report: PassReport
@@ -205,14 +192,14 @@ class Dispatcher:
                     decisions[m.job_id] = Decision.OPTED_OUT if moved else Decision.LOST
                     report.opted_out += moved
                     continue
-                until = self.quiet_until(m, now)
+                until = self.send_window_until(m, now)
                 if until is not None:
                     moved = outbox.hold(
                         session,
                         m.job_id,
                         until=until,
                         now=now,
-                        reason=f"quiet hours until {until.isoformat()}",
+                        reason=f"outside the send window until {until.isoformat()}",
                     )
                     decisions[m.job_id] = Decision.HELD if moved else Decision.LOST
                     report.held += moved

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -28,6 +29,10 @@ from phonenumbers.tzdata import TIMEZONE_DATA
 from engine.model import WEEKDAYS
 from engine.phones import region_timezones
 from server.quiet import QuietWindow, parse_quiet_hours, quiet_until
+
+if TYPE_CHECKING:
+    from engine.ruleset import RuleSet
+    from server.store.tables import OutboxMessage
 
 MAX_STEPS = 400  # bounds the search (a window that never opens is reported, not looped over)
 
@@ -215,28 +220,27 @@ def hold_for(
     return next_send_time(now, window, zones, country=country or country_of(recipient))
 
 
-def hold_until_for_row(message: object, ruleset: object, now: datetime) -> datetime | None:
+def hold_until_for_row(message: OutboxMessage, ruleset: RuleSet, now: datetime) -> datetime | None:
     """Drop-in for the dispatcher's quiet-hours check on an outbox row: when it may be sent, or None.
 
     `message` is an OutboxMessage (rule_id, recipient, timezone, quiet_hours); `ruleset` the RuleSet
     as loaded now. A window that never opens is logged and does not block (the engine validates
     windows; an odd one must not stall the queue forever).
     """
-    get = getattr(ruleset, "get", None)
-    rule = get(getattr(message, "rule_id", "")) if get is not None else None
+    rule = ruleset.get(message.rule_id)
     try:
         hold = hold_for(
             now,
             rule,
-            getattr(message, "recipient", None),
-            stored_timezone=getattr(message, "timezone", None) or "UTC",
-            stored_quiet_hours=getattr(message, "quiet_hours", None),
+            message.recipient,
+            stored_timezone=message.timezone or "UTC",
+            stored_quiet_hours=message.quiet_hours,
         )
     except (SendWindowError, ValueError) as exc:
         from server.logs import get_logger
 
         get_logger("ml_connector.sendwindow").error(
-            "send window unreadable; sending anyway", job=getattr(message, "job_id", None), error=str(exc)
+            "send window unreadable; sending anyway", job=message.job_id, error=str(exc)
         )
         return None
     return hold.until if hold is not None else None
