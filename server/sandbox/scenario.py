@@ -47,8 +47,7 @@ Say = Callable[[str], None]
 STOP_SENDER = "+442079460018"  # Adatum Corporation (C10000)
 FAILING_HANDSET = "+14155552671"  # Alpine Ski House (C10030)
 FAILING_CODE = 30005
-RATE_LIMITED_SENDS = 4
-RATE_LIMIT_RETRY_AFTER = 60
+RATE_LIMITED_SENDS = 6
 OTP_APPROVER = "+447700900123"
 NEW_IBAN = "GB33BUKB20201555555555"
 
@@ -259,9 +258,11 @@ async def step_failing_handset(ctx: ScenarioContext) -> str:
 
 async def step_rate_limit_burst(ctx: ScenarioContext) -> str:
     stack = ctx.stack
-    # Retry-After longer than the client waits in-line (30 s): the dispatcher requeues the message
-    # with that back-off, which the audit timeline shows; drain_outbox moves the clock over it.
-    stack.twilio_sim.fail_next(RATE_LIMITED_SENDS, status=429, retry_after=RATE_LIMIT_RETRY_AFTER)
+    # More 429s in a row than the Twilio client retries in-line (5 tries): the first message comes
+    # back to the dispatcher, which pauses sending and requeues it with a jittered back-off (shown in
+    # its timeline); drain_outbox moves the clock over the back-off. No Retry-After, so the real
+    # waiting stays a few seconds of the client's own jittered retries.
+    stack.twilio_sim.fail_next(RATE_LIMITED_SENDS, status=429)
     handled = await drain_outbox(ctx)
     refused = [r for r in stack.twilio_sim.requests() if r.status == 429]
     ctx.facts["rate_limited"] = len(refused)
