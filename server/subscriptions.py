@@ -27,6 +27,7 @@ from engine.catalogue import default_catalogue
 from server.bc.entities import EntitySet
 from server.bc.errors import BCError, EntityChangedError, NotFoundError
 from server.bc.models import ENTITY_MODELS, CustomRecord, Subscription
+from server.crashpoints import crash_point
 from server.evaluation import RecordChange, change_from_record, evaluate_and_store
 from server.logs import get_logger
 from server.services import Services
@@ -251,6 +252,7 @@ class SubscriptionManager:
             if row.expires_at is not None and row.expires_at > horizon:
                 continue
             self._set_status(row.id, "renewing")
+            crash_point("subscription.renewing")
             try:
                 try:
                     sub = await self.services.bc.renew_subscription(row.subscription_id, etag=row.etag or "*")
@@ -265,6 +267,7 @@ class SubscriptionManager:
                 report.failed += 1
                 self._set_status(row.id, "active", f"renew failed: {exc}")
                 continue
+            crash_point("subscription.renewed")
             self._activate(row.id, sub)
             report.renewed += 1
 

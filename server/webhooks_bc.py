@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from server.bc.models import NotificationItem
+from server.crashpoints import crash_point
 from server.logs import get_logger
 from server.services import Services
 from server.store.db import read_scope, session_scope
@@ -127,6 +128,7 @@ async def bc_webhook(request: Request[Any, Any, Any], services: Services) -> Res
         if verdict.accepted:
             with session_scope(services.db) as session:
                 stored = store_notifications(session, verdict.accepted, now=services.clock.now())
+            crash_point("webhook.bc.stored")
     except SQLAlchemyError as exc:
         log.error("bc notification not stored; BC will retry", error=type(exc).__name__)
         return text("temporarily unable to store notifications", 503)

@@ -33,6 +33,7 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, or_, select
 
+from server.crashpoints import crash_point
 from server.logs import get_logger
 from server.services import Services
 from server.settings import Settings
@@ -144,7 +145,7 @@ def apply_report(services: Services, report: StatusReport, params: dict[str, str
     with session_scope(services.db) as session:
         if not _known(session, report):
             return None
-        return outbox.apply_status(
+        moved = outbox.apply_status(
             session,
             twilio_status=report.status,
             now=now,
@@ -154,6 +155,8 @@ def apply_report(services: Services, report: StatusReport, params: dict[str, str
             params=params,
             source=EventSource.CALLBACK,
         )
+        crash_point("callback.applying")
+        return moved
 
 
 def _known(session: Session, report: StatusReport) -> bool:

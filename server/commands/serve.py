@@ -25,6 +25,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
     from engine.loader import RuleSetError
     from server.app import create_app
+    from server.crashpoints import CrashPointError, arm_from_environment
     from server.logs import configure_logging, get_logger
     from server.services import open_services
     from server.settings import load_settings
@@ -32,6 +33,13 @@ async def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(settings.log_level)
     log = get_logger("ml_connector.serve")
+    try:
+        armed = arm_from_environment(settings)
+    except CrashPointError as exc:
+        print(f"ml-connector: {exc}", file=sys.stderr)
+        return 2
+    if armed:
+        log.warning("crash points armed (test only)", points=sorted(armed))
     try:
         services = await open_services(settings)
     except RuleSetError as exc:

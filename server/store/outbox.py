@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from server.crashpoints import crash_point
 from server.store.columns import require_aware
 from server.store.db import insert_ignoring_conflicts
 from server.store.states import (
@@ -163,6 +164,8 @@ def insert_planned(
     inserted: list[str] = insert_ignoring_conflicts(
         session, _OUTBOX, rows, conflict_columns=["job_id"], returning=_OUTBOX.c.job_id
     )
+    if inserted:
+        crash_point("outbox.inserted")  # rows in the transaction, not committed
     by_job = {r["job_id"]: r for r in rows}
     events = [
         {

@@ -34,6 +34,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from server.clock import Clock, SystemClock
+from server.crashpoints import crash_point
 from server.twilio.errors import (
     DeliveryError,
     InvalidRequestError,
@@ -192,7 +193,9 @@ class TwilioClient:
         data = await self._request(
             "send_sms", "POST", f"{self._api}{self._account_path}/Messages.json", form=form, idempotent=False
         )
-        return SendResult.model_validate(data)
+        result = SendResult.model_validate(data)
+        crash_point("dispatch.accepted")  # Twilio holds the message; nobody has recorded its SID
+        return result
 
     async def fetch_message(self, sid: str) -> MessageRecord:
         url = f"{self._api}{self._account_path}/Messages/{quote(sid, safe='')}.json"
