@@ -26,6 +26,7 @@ from sqlmodel import Session
 from server.bc.entities import CUSTOMER_PAYMENT_JOURNALS, CUSTOMER_PAYMENTS, journal_payments
 from server.bc.errors import NotFoundError
 from server.bc.models import CustomerPayment
+from server.crashpoints import crash_point
 from server.evaluation import (
     RecordChange,
     change_from_record,
@@ -59,13 +60,14 @@ class Fetcher:
         services: Services,
         *,
         batch_size: int = 500,
-        claim_seconds: float = 300.0,
+        claim_seconds: float | None = None,
         max_attempts: int = 10,
         chunk_size: int = 200,
     ) -> None:
         self.services = services
         self.batch_size = batch_size
-        self.claim_seconds = claim_seconds  # must outlast one batch's BC reads
+        # Must outlast one batch's BC reads; a batch claimed by an instance that died waits this long.
+        self.claim_seconds = claim_seconds if claim_seconds is not None else services.settings.claim_seconds
         self.max_attempts = max_attempts
         self.chunk_size = chunk_size
 
@@ -142,6 +144,7 @@ class Fetcher:
                 )
         for item in batch.collections:
             await self._collection(batch, item, expand)
+        crash_point("fetch.records_fetched")
         self._store(batch.company_id, batch.entity, changes, finish_ids=batch.ids)
 
     async def _collection(self, batch: InboxBatch, item: InboxNotification, expand: list[str]) -> None:
@@ -156,6 +159,7 @@ class Fetcher:
                 ids = [r.id for r in pending if r.id]
                 records = [r async for r in bc.iter_by_ids(entity, batch.company_id, ids, expand=expand)]
             changes = [change_from_record(r, ("updated",)) for r in records if r.id]
+            crash_point("fetch.records_fetched")
             self._store(batch.company_id, batch.entity, changes, finish_ids=())
             pending.clear()
 
@@ -263,6 +267,7 @@ class Fetcher:
             finish=finish if finish_ids else None,
         )
         if result.inserted:
+            crash_point("outbox.committed")  # outbox rows, snapshots and inbox state are durable
             services.wake("dispatcher")
         log.debug(
             "evaluated",

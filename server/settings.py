@@ -71,6 +71,12 @@ class ChangeSettings(BaseModel):
         default=5, ge=1, le=5, description="Wrong codes allowed per change (Twilio stops at 5: 60202)."
     )
     default_channel: Literal["sms", "call"] = "sms"
+    write_lease_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A write to BC not finished within this (its process died) may be retried by "
+        "confirming again; the retry uses the same If-Match etag, so BC applies it at most once.",
+    )
 
 
 class Settings(BaseSettings):
@@ -123,6 +129,32 @@ class Settings(BaseSettings):
     messages_per_second: float = Field(default=10.0, gt=0)
     subscription_renew_before_hours: float = Field(default=24.0, description="Renew this long before expiry.")
     max_send_attempts: int = 8
+    # Recovery after a crash: work claimed by an instance that died is taken over when its lease
+    # runs out, so these bound how long a restart waits for its predecessor's work.
+    claim_seconds: float = Field(
+        default=300.0, gt=0, description="Lease of a claimed inbox batch or outbox job (taken over after)."
+    )
+    submit_lease_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="A send in flight longer than this (its instance died) is reconciled with Twilio; "
+        "must outlast the Twilio client's whole call with its retries.",
+    )
+    reconcile_grace_seconds: float = Field(
+        default=120.0, gt=0, description="How long Twilio's Messages list may lag a create."
+    )
+    reconcile_interval_seconds: float = Field(
+        default=10.0, gt=0, description="At most one pass per interval."
+    )
+    status_poll_after_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A send with no final status this long after its last update is looked up at "
+        "Twilio (its status callbacks were lost, e.g. while the service was down).",
+    )
+    status_poll_max_age_hours: float = Field(
+        default=72.0, gt=0, description="Sends older than this are no longer looked up (no DLR will come)."
+    )
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies are answered 413.")
 
 
