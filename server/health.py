@@ -36,11 +36,12 @@ def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
                     col(BcSubscription.status).in_(["active", "renewing", "dropped"])
                 )
             ).all()
-        bad = [
-            f"{s.entity}@{s.company_id}"
-            for s in subs
-            if s.status == "dropped" or (s.expires_at is not None and s.expires_at <= now)
-        ]
+            # Read inside the scope: it ends in a rollback, which expires (detaches) the rows.
+            bad = [
+                f"{s.entity}@{s.company_id}"
+                for s in subs
+                if s.status == "dropped" or (s.expires_at is not None and s.expires_at <= now)
+            ]
         checks["database"] = "ok"
         checks["subscriptions"] = "ok" if not bad else f"expired or dropped: {', '.join(sorted(bad))}"
         ok = ok and not bad
