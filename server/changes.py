@@ -45,6 +45,7 @@ from server.bc.errors import (
 )
 from server.bc.models import BCRecord
 from server.clock import Clock
+from server.crashpoints import crash_point
 from server.logs import get_logger
 from server.settings import Settings
 from server.store.audit import record_audit
@@ -439,6 +440,35 @@ class ChangeGate:
             log.info(action, change_id=change_id, status=to)
         return moved
 
+    def _reclaim_write(self, change_id: int, actor: str) -> bool:
+        """writing -> approved when the write's lease ran out (its process died); audited."""
+        now = self.clock.now()
+        cutoff = now - timedelta(seconds=self.settings.changes.write_lease_seconds)
+        reason = "the previous write was interrupted before its outcome was recorded"
+        with session_scope(self.db) as session:
+            result = session.execute(
+                sa.update(PendingChange)
+                .where(
+                    col(PendingChange.id) == change_id,
+                    col(PendingChange.status) == "writing",
+                    col(PendingChange.updated_at) < cutoff,
+                )
+                .values(status="approved", updated_at=now, reason=reason)
+            )
+            moved = getattr(result, "rowcount", 0) == 1
+            if moved:
+                record_audit(
+                    session,
+                    actor=actor,
+                    action="change.write_interrupted",
+                    subject=_subject(change_id),
+                    now=now,
+                    details={"status": "approved", "reason": reason},
+                )
+        if moved:
+            log.warning("change.write_interrupted", change_id=change_id)
+        return bool(moved)
+
     def _load(self, change_id: int) -> PendingChange:
         with read_scope(self.db) as session:
             change = get_change(session, change_id)
@@ -458,6 +488,16 @@ class ChangeGate:
         current = record.to_json()
         if all(str(current.get(name)) == value for name, value in valid.changes.items()):
             raise ChangeInputError("changes", "the record already holds these values; nothing to change")
+        # Twilio Verify re-sends the SAME verification (same SID, same code) to a number that has one
+        # pending (twilio-api.md section 4), so one code would approve two changes: one open change
+        # per approver.
+        await self._db(expire_due, self.db, self.clock.now())
+        waiting = await self._db(self._open_change_for, valid.approver)
+        if waiting is not None:
+            raise ChangeStateError(
+                f"approver {mask_phone(valid.approver)} already has change {waiting} waiting for a code; "
+                "confirm it or let it expire before proposing another"
+            )
         change = await self._db(self._insert, valid, etag)
         assert change.id is not None
         try:
@@ -470,16 +510,36 @@ class ChangeGate:
             if isinstance(exc, InvalidRequestError):
                 raise ChangeInputError("approver", f"Twilio Verify refused it: {exc.message}") from exc
             raise UpstreamError(f"Twilio Verify: {exc}") from exc
-        await self._db(
-            self._move,
-            change.id,
-            ("new",),
-            "pending",
-            "system",
-            "change.verification_started",
-            verification_sid=verification.sid,
-        )
+        try:
+            await self._db(
+                self._move,
+                change.id,
+                ("new",),
+                "pending",
+                "system",
+                "change.verification_started",
+                verification_sid=verification.sid,
+            )
+        except sa.exc.IntegrityError:
+            # A proposal for the same approver raced this one and owns this verification (and code).
+            reason = "another change for this approver owns the verification Twilio returned"
+            await self._db(
+                self._move, change.id, ("new",), "failed", "system", "change.failed", reason=reason
+            )
+            raise ChangeStateError(
+                f"change {change.id} not started: {reason}; propose it again later"
+            ) from None
         return self._load(change.id)
+
+    def _open_change_for(self, approver: str) -> int | None:
+        with read_scope(self.db) as session:
+            found: int | None = session.exec(
+                select(PendingChange.id)
+                .where(col(PendingChange.approver) == approver, col(PendingChange.status).in_(OPEN))
+                .order_by(col(PendingChange.id))
+                .limit(1)
+            ).first()
+        return found
 
     async def _read_record(self, valid: ValidatedChange) -> BCRecord:
         try:
@@ -552,6 +612,16 @@ class ChangeGate:
         if change.status == "approved":
             # A previous write failed for a reason on BC's side: the approval stands, try the write again.
             return await self._write(change, who)
+        if change.status == "writing":
+            # The process that claimed the write died before recording its outcome. After the write
+            # lease the approval stands again and the write is retried with the SAME If-Match etag,
+            # so BC applies it at most once: if the first PATCH went through, BC refuses the stale
+            # etag (409) and _already_applied finds the approved values there.
+            if not await self._db(self._reclaim_write, change_id, who):
+                raise ChangeStateError(
+                    f"change {change_id} is being written to Business Central; try again in a minute"
+                )
+            return await self._write(self._load(change_id), who)
         if change.status != "pending" or change.verification_sid is None:
             raise ChangeStateError(
                 f"change {change_id} is '{change.status}'; only a pending change can be confirmed"
@@ -652,6 +722,7 @@ class ChangeGate:
                 f"change {change_id} is '{current.status}'; it is not waiting to be written"
             )
         entity_set = entity_set_for(self.settings, change.entity)
+        crash_point("change.approved")
         try:
             written = await self.bc.patch_record(
                 entity_set, change.company_id, change.record_id, change.changes, etag=change.etag
@@ -679,6 +750,7 @@ class ChangeGate:
                 self._move, change_id, ("writing",), "approved", who, "change.write_deferred", reason=reason
             )
             raise UpstreamError(reason + "; the approval stands, confirm again to retry the write") from exc
+        crash_point("change.patched")
         return await self._written(change_id, who, written.odata_etag, "written to Business Central")
 
     async def _written(self, change_id: int, who: str, etag: str | None, message: str) -> ConfirmOutcome:

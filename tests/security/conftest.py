@@ -1,0 +1,62 @@
+"""Hostile-input fixtures: the connector (ASGI app on a real port) with both simulators, on SQLite."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
+
+from server.sandbox.stack import Stack
+from server.settings import ChangeSettings
+
+APPROVER = "+447700900123"
+
+
+def write_figures(name: str, figures: dict[str, Any]) -> None:
+    """MLC_FIGURES_DIR=DIR: keep this test's figures for docs/reliability.md (tests/reliability/render.py)."""
+    import json
+
+    target = os.environ.get("MLC_FIGURES_DIR")
+    if not target:
+        return
+    path = Path(target)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"{name}.json").write_text(json.dumps(figures, indent=2, sort_keys=True, default=str))
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    overrides = {
+        "secret_key": Fernet.generate_key().decode(),
+        "changes": ChangeSettings(max_attempts=3, approver_roles={"controller": APPROVER}),
+        "max_body_bytes": 65_536,
+    }
+    async with Stack(
+        database_url=f"sqlite:///{tmp_path / 'connector.sqlite3'}", settings_overrides=overrides
+    ) as s:
+        yield s
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {stack.api_token}"}
+    async with httpx.AsyncClient(base_url=stack.url, headers=headers, timeout=30) as client:
+        yield client
+
+
+def row_counts(stack: Stack) -> dict[str, int]:
+    """Rows per table: 'nothing stored' is these numbers not moving."""
+    inspector = sa.inspect(stack.services.db)
+    counts: dict[str, int] = {}
+    with stack.services.db.connect() as conn:
+        for table in inspector.get_table_names():
+            if table == "alembic_version":
+                continue
+            counts[table] = int(conn.execute(sa.text(f'SELECT count(*) FROM "{table}"')).scalar_one())
+    return counts
