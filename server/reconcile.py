@@ -17,6 +17,10 @@ twice. Instead:
   grace period the job is marked failed with code 'outcome-unknown' and logged loudly for a
   person to check: a second phone call is worse than a missing one, so it is never re-placed blind.
 - A job already carrying a SID is looked up directly (fetch_message / fetch_call).
+- Lost status callbacks: Twilio retries a callback once (twilio-api.md 5.4), so callbacks sent while
+  the service was down are gone. A send still queued/sending/sent `status_poll_after_seconds` after
+  its last update (and younger than `status_poll_max_age_hours`) is fetched by SID and its status
+  applied like a callback's, so every send reaches a final status in the audit.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from server.logs import get_logger
 from server.services import Services
+from server.settings import Settings
 from server.store import outbox
 from server.store.db import session_scope
 from server.store.states import Channel, EventSource, MessageStatus
@@ -53,6 +59,17 @@ class ReconcilePolicy:
     lease_seconds: float = 300.0
     max_pages: int = 20
     page_size: int = 50
+    status_poll_after_seconds: float = 3600.0
+    status_poll_max_age_seconds: float = 72 * 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReconcilePolicy:
+        return cls(
+            grace_seconds=settings.reconcile_grace_seconds,
+            interval_seconds=settings.reconcile_interval_seconds,
+            status_poll_after_seconds=settings.status_poll_after_seconds,
+            status_poll_max_age_seconds=settings.status_poll_max_age_hours * 3600.0,
+        )
 
 
 class Outcome(StrEnum):
@@ -100,7 +117,7 @@ class Reconciler:
 
     def __init__(self, services: Services, policy: ReconcilePolicy | None = None) -> None:
         self.services = services
-        self.policy = policy or ReconcilePolicy()
+        self.policy = policy or ReconcilePolicy.from_settings(services.settings)
         self.worker_id = f"{services.instance_id}:reconcile"
         self._next_pass: datetime | None = None
 
@@ -125,7 +142,63 @@ class Reconciler:
                 break
             if outcome is not Outcome.WAITING:
                 resolved += 1
-        return resolved
+        return resolved + await self.poll_statuses(now)
+
+    # -- lost callbacks ----------------------------------------------------------------------------
+
+    def _stale_in_flight(self, now: datetime) -> list[OutboxMessage]:
+        quiet_since = now - timedelta(seconds=self.policy.status_poll_after_seconds)
+        oldest = now - timedelta(seconds=self.policy.status_poll_max_age_seconds)
+        in_flight = [s.value for s in (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SENT)]
+        with session_scope(self.services.db) as session:
+            rows = session.exec(
+                select(OutboxMessage)
+                .where(
+                    col(OutboxMessage.status).in_(in_flight),
+                    col(OutboxMessage.twilio_sid).is_not(None),
+                    col(OutboxMessage.updated_at) < quiet_since,
+                    col(OutboxMessage.created_at) >= oldest,
+                )
+                .order_by(col(OutboxMessage.updated_at))
+                .limit(self.policy.batch_size)
+            ).all()
+            session.expunge_all()
+            return list(rows)
+
+    async def poll_statuses(self, now: datetime) -> int:
+        """Look up sends whose callbacks stopped coming; returns how many moved to a later status."""
+        moved = 0
+        for message in await asyncio.to_thread(self._stale_in_flight, now):
+            assert message.twilio_sid is not None
+            try:
+                if message.channel == Channel.VOICE:
+                    status = (await self.services.twilio.fetch_call(message.twilio_sid)).status
+                else:
+                    status = (await self.services.twilio.fetch_message(message.twilio_sid)).status
+            except DeliveryError as exc:
+                log.warning("reconcile: status lookup failed", job=message.job_id, error=str(exc))
+                break
+            moved += await asyncio.to_thread(self._apply_polled, message, status)
+        return moved
+
+    def _apply_polled(self, message: OutboxMessage, status: str) -> bool:
+        now = self.services.clock.now()
+        assert message.twilio_sid is not None
+        with session_scope(self.services.db) as session:
+            advanced = outbox.apply_status(
+                session, twilio_status=status, now=now, sid=message.twilio_sid, source=EventSource.RECONCILE
+            )
+            if not advanced:
+                # Nothing new at Twilio (e.g. 'sent' with no delivery receipt): look again later, not
+                # on every pass.
+                session.execute(
+                    sa.update(OutboxMessage)
+                    .where(col(OutboxMessage.job_id) == message.job_id)
+                    .values(updated_at=now)
+                )
+        if advanced:
+            log.info("reconcile: status caught up from Twilio", job=message.job_id, status=status)
+        return advanced
 
     def _claim(self, now: datetime) -> list[OutboxMessage]:
         with session_scope(self.services.db) as session:

@@ -100,9 +100,11 @@ class PassReport:
 
 
 class SubscriptionManager:
-    def __init__(self, services: Services, *, lease_ttl: timedelta = timedelta(minutes=10)) -> None:
+    def __init__(self, services: Services, *, lease_ttl: timedelta | None = None) -> None:
         self.services = services
-        self.lease_ttl = lease_ttl
+        # Sticky between passes; after a crash another (or the restarted) instance takes over once it
+        # runs out, so it comes from settings (it must outlast one pass).
+        self.lease_ttl = lease_ttl or timedelta(seconds=services.settings.claim_seconds)
         self.last_report = PassReport()
 
     async def run_once(self) -> int:
