@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,13 +99,14 @@ def print_summary(console: Console, report: ScenarioReport) -> None:
     from rich.text import Text
 
     sent = Table(title=f"What was sent ({len(report.messages)} messages)", title_justify="left")
-    for name in ("#", "Rule", "BC record", "Recipient", "Channel", "Status"):
+    for name in ("#", "Rule", "Stage", "BC record", "Recipient", "Channel", "Status"):
         sent.add_column(name, no_wrap=True)
-    sent.add_column("Why not delivered", overflow="fold", ratio=1)
+    sent.add_column("Note", overflow="fold", ratio=1)
     for index, line in enumerate(report.messages, start=1):
         sent.add_row(
             str(index),
             line.rule_id,
+            line.stage,
             line.record,
             line.recipient,
             line.channel,
@@ -156,7 +158,8 @@ async def _sandbox(args: argparse.Namespace) -> int:
     from server.sandbox.stack import Stack
     from server.settings import REPO_ROOT
 
-    console = Console()
+    # A pipe or CI log is not a terminal: rich would wrap the summary at 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     if args.scenario != "none" and args.scenario not in SCENARIOS:
         console.print(
             f"sandbox: unknown scenario {args.scenario!r}; known: none, {', '.join(sorted(SCENARIOS))}"

@@ -19,7 +19,9 @@ The "demo" story (each shipped rule fires at least once):
   8. BC changes    a customer crosses its credit limit, a large purchase invoice is posted (webhooks),
                    a released purchase order changes (polling)
   9. OTP change    a vendor's bank details change is approved with a Verify code, then PATCHed to BC
- 10. a week later  the clock moves 7 days; the sweep sends the next stage of the ladder
+ 10. a week later  the clock moves 7 days to 04:30 UTC; the sweep plans the next stage of the ladder;
+                   every text is held in its recipient's quiet hours
+ 11. next morning  each recipient's window opens (08:00 local); the held texts go out
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ NEW_IBAN = "GB33BUKB20201555555555"
 # The demo's story needs sends to go out during the recipients' waking hours (rules hold messages in
 # each recipient's quiet hours): 17:00 UTC is 17:00 in London, 12:00 in New York, 09:00 in Seattle.
 DEMO_HOUR_UTC = 17
+# The second sweep runs at 04:30 UTC: 20:30 in Seattle, 23:30 in New York, 04:30 in London.
+LATE_EVENING_HOURS = 11.5
 
 
 class AdvancingClock(Protocol):
@@ -92,6 +96,9 @@ class MessageLine:
     error_title: str | None
     note: str  # what went wrong, briefly: the Twilio error's title, or why it was not sent
     created_at: datetime
+    stage: str = ""  # the ladder stage (days overdue; negative = before the due date)
+    held: bool = False  # waited for the recipient's send window before going out
+    group_job_id: str | None = None  # sent inside this grouped message instead
 
 
 @dataclass
@@ -333,12 +340,30 @@ async def step_otp_change(ctx: ScenarioContext) -> str:
 async def step_week_later(ctx: ScenarioContext) -> str:
     from server.sweep import Sweeper
 
-    ctx.clock.advance(timedelta(days=7))
+    # 04:30 UTC a week later: late evening on the US west coast, night in New York and London, so
+    # every reminder falls in its recipient's quiet hours (20:00-08:00 local) and is held.
+    ctx.clock.advance(timedelta(days=7, hours=LATE_EVENING_HOURS))
     before = _count(ctx.stack)
     await Sweeper(ctx.stack.services).sweep_now()
     planned = _count(ctx.stack) - before
     await drain_outbox(ctx)
-    return f"{ctx.clock.now():%a %d %b}: the next sweep planned {planned} messages (next stages)"
+    held = [m for m in outbox(ctx.stack) if m.status == MessageStatus.HELD]
+    ctx.facts["held"] = [m.job_id for m in held]
+    return (
+        f"{ctx.clock.now():%a %d %b %H:%M} UTC: the next sweep planned {planned} messages (next stages); "
+        f"{len(held)} held in the recipients' quiet hours"
+    )
+
+
+async def step_next_morning(ctx: ScenarioContext) -> str:
+    held = [m for m in outbox(ctx.stack) if m.job_id in set(ctx.facts.get("held", []))]
+    if not held:
+        return "nothing was held"
+    opens = max(m.hold_until for m in held if m.hold_until is not None)
+    ctx.clock.advance(max(opens - ctx.clock.now(), timedelta(0)) + timedelta(minutes=1))
+    await drain_outbox(ctx)
+    sent = [m for m in outbox(ctx.stack) if m.job_id in set(ctx.facts["held"]) and m.twilio_sid]
+    return f"{ctx.clock.now():%a %H:%M} UTC: the last window opened; {len(sent)} held message(s) sent"
 
 
 async def step_settle(ctx: ScenarioContext) -> str:
@@ -356,7 +381,8 @@ DEMO: tuple[Step, ...] = (
     Step("rate-limit", "Sending through a 429 burst", step_rate_limit_burst),
     Step("bc-changes", "Changes in Business Central", step_bc_changes),
     Step("otp-change", "Bank details change approved by OTP", step_otp_change),
-    Step("week-later", "A week later", step_week_later),
+    Step("week-later", "A week later, at night for every recipient", step_week_later),
+    Step("next-morning", "The next morning", step_next_morning),
     Step("settle", "Final delivery reports", step_settle),
 )
 
@@ -379,10 +405,36 @@ def _note(m: OutboxMessage, title: str | None, limit: int = 48) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def _stage(dedupe_key: str) -> str:
+    for part in dedupe_key.replace(":", ",").split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "stage":
+            return value
+    return ""
+
+
+def _held_jobs(stack: Stack) -> set[str]:
+    with read_scope(stack.services.db) as session:
+        rows = session.exec(
+            select(MessageEvent.job_id).where(MessageEvent.status == MessageStatus.HELD)
+        ).all()
+        return set(rows)
+
+
 def message_lines(stack: Stack) -> list[MessageLine]:
     lines = []
-    for m in outbox(stack):
+    rows = outbox(stack)
+    held = _held_jobs(stack)
+    position = {m.job_id: index for index, m in enumerate(rows, start=1)}
+    for m in rows:
         meaning = meaning_of(m.error_code)
+        note = _note(m, meaning.title if meaning else None)
+        if m.group_job_id:
+            note = f"in grouped text #{position.get(m.group_job_id, '?')}"
+        elif m.status == MessageStatus.SKIPPED and not note:
+            note = (m.error_message or m.reason or "")[:48]
+        elif m.job_id in held and m.twilio_sid:
+            note = "held for the recipient's quiet hours, then sent"
         lines.append(
             MessageLine(
                 job_id=m.job_id,
@@ -393,8 +445,11 @@ def message_lines(stack: Stack) -> list[MessageLine]:
                 status=m.status,
                 error_code=m.error_code,
                 error_title=meaning.title if meaning else None,
-                note=_note(m, meaning.title if meaning else None),
+                note=note,
                 created_at=m.created_at,
+                stage=_stage(m.dedupe_key),
+                held=m.job_id in held,
+                group_job_id=m.group_job_id,
             )
         )
     return lines
@@ -417,6 +472,14 @@ def _sent_once(stack: Stack) -> bool:
     ]
     with_sid = [m for m in outbox(stack) if m.channel == "sms" and m.twilio_sid]
     return len(accepted) == len(with_sid) == len({m.twilio_sid for m in with_sid})
+
+
+def _ladder_climbed(lines: list[MessageLine]) -> bool:
+    stages: dict[str, set[str]] = {}
+    for line in lines:
+        if line.stage and line.rule_id == "invoice-overdue" and line.status in _ARRIVED:
+            stages.setdefault(line.record, set()).add(line.stage)
+    return any(len(seen) >= 2 for seen in stages.values())
 
 
 def build_report(ctx: ScenarioContext, name: str, steps: list[tuple[str, str]]) -> ScenarioReport:
@@ -442,6 +505,11 @@ def build_report(ctx: ScenarioContext, name: str, steps: list[tuple[str, str]]) 
             status == MessageStatus.FAILED and code == str(FAILING_CODE) for _, status, code in statuses
         ),
         "OTP change approved and written to BC": bool(ctx.facts.get("otp_written")),
+        "a ladder: one invoice reminded at two stages": _ladder_climbed(lines),
+        "a grouped reminder (several invoices, one text)": any(line.group_job_id for line in lines),
+        "a held message sent when the recipient's window opened": any(
+            line.held and line.status in _ARRIVED for line in lines
+        ),
     }
     return ScenarioReport(scenario=name, steps=steps, messages=lines, rules=rules, fired=fired, checks=checks)
 
