@@ -90,6 +90,15 @@ def _preview(args: argparse.Namespace) -> int:
     return code
 
 
+def _helpers(_args: argparse.Namespace) -> int:
+    from engine.functions import HELPERS
+
+    for helper in HELPERS.values():
+        summary = helper.doc.strip().splitlines()[0] if helper.doc else ""
+        print(f"{helper.signature}\n    {summary}")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     rules = subparsers.add_parser("rules", help="lint, test and describe rule files")
     which = rules.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
@@ -124,6 +133,11 @@ def register(subparsers: Any) -> None:
     schema.add_argument("--output", default="schema/rule.schema.json", metavar="FILE")
     schema.add_argument("--check", action="store_true", help="exit 1 when the file differs (CI drift check)")
     schema.set_defaults(func=_schema)
+
+    helpers = which.add_parser(
+        "helpers", help="list the functions rule expressions may call, with what each returns"
+    )
+    helpers.set_defaults(func=_helpers)
 
     from server.commands.rulesdiff import register_diff
 

@@ -162,3 +162,13 @@ def test_grouped_json_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text('{"customers": [{"id": 1}, 7]}')
     with pytest.raises(RecordsError, match="customers: each record must be an object"):
         list(iter_records(bad))
+
+
+def test_rules_helpers_lists_every_registered_helper(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.functions import HELPERS
+
+    code, out, _ = run(capsys, "rules", "helpers")
+    assert code == 0
+    signatures = [line for line in out.splitlines() if not line.startswith(" ")]
+    assert signatures == [helper.signature for helper in HELPERS.values()]
+    assert "days_overdue(date) -> int | None" in signatures
