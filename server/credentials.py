@@ -182,7 +182,7 @@ class CredentialStore:
     def load(self, kind: Kind) -> Credentials | None:
         with read_scope(self.engine) as session:
             row = session.get(StoredCredential, kind)
-        return None if row is None else self._decrypt(row)
+            return None if row is None else self._decrypt(row)
 
     def stored_kinds(self) -> list[str]:
         with read_scope(self.engine) as session:

@@ -33,8 +33,14 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"entity": "items"}, "entity: unknown entity 'items'"),
     ({"record_id": "V01050"}, "record_id: not a GUID"),
     ({"company_id": None}, "company_id: required when more or fewer than one company is configured"),
-    ({"company_id": "00000000-0000-0000-0000-000000000001"}, "company_id: not one of the configured companies"),
-    ({"approver": "cfo"}, "approver: 'cfo' is neither a phone number nor a known role (roles: finance-controller"),
+    (
+        {"company_id": "00000000-0000-0000-0000-000000000001"},
+        "company_id: not one of the configured companies",
+    ),
+    (
+        {"approver": "cfo"},
+        "approver: 'cfo' is neither a phone number nor a known role (roles: finance-controller",
+    ),
     ({"approver": "+44 12"}, "approver: the number is not usable"),
     ({"record_id": "11111111-2222-4333-8444-555555555555"}, "record_id: BC has no vendorBankAccounts record"),
     ({"changes": {"bankAccountNumber": "41234567"}}, "changes: the record already holds these values"),
