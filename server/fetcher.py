@@ -17,6 +17,7 @@ attempt (counted; capped -> 'failed' with the error); nothing is lost.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -73,15 +74,7 @@ class Fetcher:
 
     async def run_once(self) -> int:
         """Claim one inbox batch and process it; returns the inbox items completed."""
-        services = self.services
-        with session_scope(services.db) as session:
-            batches = claim_inbox_batch(
-                session,
-                services.instance_id,
-                now=services.clock.now(),
-                limit=self.batch_size,
-                lease_seconds=self.claim_seconds,
-            )
+        batches = await asyncio.to_thread(self._claim)
         done = 0
         for batch in batches:
             try:
@@ -95,14 +88,7 @@ class Fetcher:
                     error=str(exc),
                     error_type=type(exc).__name__,
                 )
-                with session_scope(services.db) as session:
-                    release_inbox(
-                        session,
-                        batch.ids,
-                        error=f"{type(exc).__name__}: {exc}"[:2000],
-                        now=services.clock.now(),
-                        max_attempts=self.max_attempts,
-                    )
+                await asyncio.to_thread(self._release, batch.ids, f"{type(exc).__name__}: {exc}"[:2000])
                 continue
             done += len(batch.items)
         return done
@@ -115,7 +101,9 @@ class Fetcher:
             return
         ruleset = self.services.ruleset
         if not ruleset.rules_for(batch.entity):
-            self._finish(batch.ids)  # no rule reads this entity (any more): nothing to evaluate
+            await asyncio.to_thread(
+                self._finish, batch.ids
+            )  # no rule reads this entity (any more): nothing to evaluate
             return
         deleted = set(batch.deleted_ids)
         created = {i.record_id.lower() for i in batch.items if i.change_type == "created" and i.record_id}
@@ -145,7 +133,7 @@ class Fetcher:
         for item in batch.collections:
             await self._collection(batch, item, expand)
         crash_point("fetch.records_fetched")
-        self._store(batch.company_id, batch.entity, changes, finish_ids=batch.ids)
+        await self._store(batch.company_id, batch.entity, changes, finish_ids=batch.ids)
 
     async def _collection(self, batch: InboxBatch, item: InboxNotification, expand: list[str]) -> None:
         """More than 1,000 changes: GET the URL BC gave (opaque), page by page, bounded memory."""
@@ -160,7 +148,7 @@ class Fetcher:
                 records = [r async for r in bc.iter_by_ids(entity, batch.company_id, ids, expand=expand)]
             changes = [change_from_record(r, ("updated",)) for r in records if r.id]
             crash_point("fetch.records_fetched")
-            self._store(batch.company_id, batch.entity, changes, finish_ids=())
+            await self._store(batch.company_id, batch.entity, changes, finish_ids=())
             pending.clear()
 
         async for record in bc.iter_url(item.resource, entity.model):
@@ -181,7 +169,7 @@ class Fetcher:
         if self.services.ruleset.rules_for(CUSTOMER_PAYMENTS.path):
             for journal_id in journal_ids:
                 await self.read_journal_lines(batch.company_id, journal_id)
-        self._finish(batch.ids)
+        await asyncio.to_thread(self._finish, batch.ids)
 
     async def read_journal_lines(self, company_id: str, journal_id: str) -> int:
         """Evaluate the lines of one journal changed since its watermark; returns lines evaluated."""
@@ -212,24 +200,28 @@ class Fetcher:
                 continue  # this exact version was handled inside the overlap window
             chunk.append(line)
             if len(chunk) >= self.chunk_size:
-                evaluated += self._store_lines(company_id, journal.code, chunk, seen)
+                evaluated += await self._store_lines(company_id, journal.code, chunk, seen)
                 chunk = []
         if chunk:
-            evaluated += self._store_lines(company_id, journal.code, chunk, seen)
+            evaluated += await self._store_lines(company_id, journal.code, chunk, seen)
+
         # The watermark moves only after the whole read: the lines may come in any order.
-        with session_scope(services.db) as session:
-            advance_watermark(
-                session,
-                company_id,
-                key,
-                "lines",
-                seen,
-                overlap=WATERMARK_OVERLAP,
-                now=services.clock.now(),
-            )
+        def advance() -> None:
+            with session_scope(services.db) as session:
+                advance_watermark(
+                    session,
+                    company_id,
+                    key,
+                    "lines",
+                    seen,
+                    overlap=WATERMARK_OVERLAP,
+                    now=services.clock.now(),
+                )
+
+        await asyncio.to_thread(advance)
         return evaluated
 
-    def _store_lines(
+    async def _store_lines(
         self, company_id: str, journal_code: str | None, lines: Sequence[CustomerPayment], seen: list[Any]
     ) -> int:
         changes = []
@@ -243,14 +235,24 @@ class Fetcher:
             changes.append(change)
             assert line.id is not None and line.lastModifiedDateTime is not None
             seen.append((line.id.lower(), line.lastModifiedDateTime))
-        self._store(company_id, CUSTOMER_PAYMENTS.path, changes, finish_ids=())
+        await self._store(company_id, CUSTOMER_PAYMENTS.path, changes, finish_ids=())
         return len(changes)
 
     # -- storing -----------------------------------------------------------------------------------
 
-    def _store(
+    async def _store(
         self, company_id: str, entity: str, changes: Sequence[RecordChange], *, finish_ids: Sequence[int]
     ) -> None:
+        # In a thread: a busy database (SQLite's write lock) must not stall the event loop (and with
+        # it the webhooks and /ready) for its busy timeout.
+        inserted = await asyncio.to_thread(self._store_now, company_id, entity, changes, finish_ids)
+        if inserted:
+            crash_point("outbox.committed")  # outbox rows, snapshots and inbox state are durable
+            self.services.wake("dispatcher")
+
+    def _store_now(
+        self, company_id: str, entity: str, changes: Sequence[RecordChange], finish_ids: Sequence[int]
+    ) -> int:
         services = self.services
         now = services.clock.now()
 
@@ -266,9 +268,6 @@ class Fetcher:
             now=now,
             finish=finish if finish_ids else None,
         )
-        if result.inserted:
-            crash_point("outbox.committed")  # outbox rows, snapshots and inbox state are durable
-            services.wake("dispatcher")
         log.debug(
             "evaluated",
             entity=entity,
@@ -277,6 +276,23 @@ class Fetcher:
             planned=result.planned,
             inserted=result.inserted,
         )
+        return result.inserted
+
+    def _claim(self) -> list[InboxBatch]:
+        services = self.services
+        with session_scope(services.db) as session:
+            return claim_inbox_batch(
+                session,
+                services.instance_id,
+                now=services.clock.now(),
+                limit=self.batch_size,
+                lease_seconds=self.claim_seconds,
+            )
+
+    def _release(self, ids: Sequence[int], error: str) -> None:
+        services = self.services
+        with session_scope(services.db) as session:
+            release_inbox(session, ids, error=error, now=services.clock.now(), max_attempts=self.max_attempts)
 
     def _finish(self, ids: Sequence[int]) -> None:
         with session_scope(self.services.db) as session:

@@ -7,6 +7,7 @@ subscription it relies on has expired or been dropped.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +23,23 @@ from server.store.tables import BcSubscription
 @get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
+
+
+def sqlite_write_lock_free(engine: sa.Engine) -> bool | None:
+    """SQLite only: can a write start now? In WAL mode reads go on while another process holds the
+    write lock, so a read probe alone would call a connector that cannot store anything ready."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    probe = sqlite3.connect(url.database, timeout=0.5, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        probe.close()
 
 
 def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
@@ -42,7 +60,9 @@ def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
                 for s in subs
                 if s.status == "dropped" or (s.expires_at is not None and s.expires_at <= now)
             ]
-        checks["database"] = "ok"
+        writable = sqlite_write_lock_free(services.db)
+        checks["database"] = "ok" if writable is not False else "locked: another process holds the write lock"
+        ok = ok and writable is not False
         checks["subscriptions"] = "ok" if not bad else f"expired or dropped: {', '.join(sorted(bad))}"
         ok = ok and not bad
     except sa.exc.SQLAlchemyError as exc:

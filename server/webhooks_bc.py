@@ -15,6 +15,7 @@ BC's rules shape the answers (bc-api.md section b, "What this means"):
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,20 @@ def check_items(services: Services, raw_items: list[Any]) -> Verdict:
     return Verdict(accepted, dropped)
 
 
+def check_and_store(services: Services, raw_items: list[Any]) -> tuple[Verdict, int]:
+    """Check every item, then store the good ones in one transaction; returns (verdict, new items)."""
+    verdict = check_items(services, raw_items)
+    for n, reason in verdict.dropped:
+        # Never log the clientState itself (nor the raw item, which carries it).
+        log.warning("bc notification dropped", item=n, reason=reason)
+    if not verdict.accepted:
+        return verdict, 0
+    with session_scope(services.db) as session:
+        stored = store_notifications(session, verdict.accepted, now=services.clock.now())
+    crash_point("webhook.bc.stored")
+    return verdict, stored
+
+
 @route("/webhooks/bc", http_method=["GET", "POST"], status_code=202, include_in_schema=True)
 async def bc_webhook(request: Request[Any, Any, Any], services: Services) -> Response[str]:
     """BC webhook endpoint: validation handshake (POST or GET) and change notifications (POST)."""
@@ -118,17 +133,11 @@ async def bc_webhook(request: Request[Any, Any, Any], services: Services) -> Res
     except ValueError as exc:
         return text(str(exc), 400)
     try:
-        verdict = check_items(services, raw_items)
-        for n, reason in verdict.dropped:
-            # Never log the clientState itself (nor the raw item, which carries it).
-            log.warning("bc notification dropped", item=n, reason=reason)
+        # In a thread: a busy database (SQLite's write lock, a PostgreSQL restart) must not stall the
+        # event loop and with it every other request, /ready included.
+        verdict, stored = await asyncio.to_thread(check_and_store, services, raw_items)
         if raw_items and not verdict.accepted:
             return text("no acceptable notification in the request", 403)
-        stored = 0
-        if verdict.accepted:
-            with session_scope(services.db) as session:
-                stored = store_notifications(session, verdict.accepted, now=services.clock.now())
-            crash_point("webhook.bc.stored")
     except SQLAlchemyError as exc:
         log.error("bc notification not stored; BC will retry", error=type(exc).__name__)
         return text("temporarily unable to store notifications", 503)
