@@ -238,7 +238,13 @@ def parse_yaml(text: str) -> tuple[YamlDocument | None, list[YamlIssue]]:
     """
     if len(text.encode("utf-8")) > MAX_BYTES:
         return None, [YamlIssue("ML006", f"file larger than {MAX_BYTES // 1024} KiB", Position(1, 1))]
-    loader = _Loader(text)
+    try:
+        # The reader checks the characters as it is built: a NUL or other control character raises here.
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        at = max(0, min(exc.position, len(text)))
+        line, column = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+        return None, [YamlIssue("ML002", f"{exc.reason} (remove it)", Position(line, column))]
     try:
         root = loader.get_single_node()
     except YamlError as exc:
@@ -274,6 +280,11 @@ def parse_yaml(text: str) -> tuple[YamlDocument | None, list[YamlIssue]]:
         data = constructor.construct_document(root)
     except yaml.YAMLError as exc:
         issues.append(YamlIssue("ML002", str(exc).splitlines()[0], node_position(root)))
+        return None, issues
+    except ValueError as exc:
+        # PyYAML converts scalars itself: an integer of more than 4,300 digits raises ValueError
+        # (Python's int-string limit) instead of a YAMLError.
+        issues.append(YamlIssue("ML002", f"a value cannot be read: {exc}", node_position(root)))
         return None, issues
     finally:
         constructor.dispose()
