@@ -229,6 +229,13 @@ _OWN: tuple[CodeInfo, ...] = (
         "recipient: {phone: customer.email}",
         "recipient: {phone: customer.phoneNumber}",
     ),
+    CodeInfo(
+        "ML451",
+        "region-field-not-text",
+        "region_from must name a text field holding an ISO 3166-1 alpha-2 country code.",
+        "recipient: {phone: customer.phoneNumber, region_from: customer.creditLimit}",
+        "recipient: {phone: customer.phoneNumber, region_from: customer.country, region: US}",
+    ),
     # ML5xx: the rule set and rule-level settings
     CodeInfo(
         "ML501",

@@ -15,6 +15,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+import phonenumbers
+
 from engine.conditions import run_test
 from engine.errors import EngineError, PhoneError, TemplateError
 from engine.functions import EvaluationContext
@@ -158,6 +160,11 @@ def _recipient(
         if target.path and "." in target.path and not isinstance(record.get(head), Mapping):
             return None, "ML401", f"{head} was not expanded on the record, so {target.path} is unknown"
         return None, "ML401", f"{target.path} is empty"
+    if target.region_getter is not None:
+        # The recipient's own country reads a national number; the rule's region is the fallback.
+        country = target.region_getter(record)
+        if isinstance(country, str) and country.strip().upper() in phonenumbers.SUPPORTED_REGIONS:
+            region = country.strip().upper()
     try:
         return _normalise(str(raw), region), None, None
     except PhoneError as exc:

@@ -43,6 +43,7 @@ from engine.conditions import (
     ExprCheck,
     FieldCheck,
     FieldUse,
+    Getter,
     make_getter,
 )
 from engine.diagnostics import Diagnostic, Severity
@@ -634,6 +635,7 @@ class _FileCheck:
                 self.at((*base, "region")),
             )
             region = None  # reported once here; fixed numbers are then checked without it
+        region_getter = self.compile_region_from(entity, recipient, base)
         entries = recipient.phone
         many = not isinstance(entries, str)
         specs = (entries,) if isinstance(entries, str) else entries
@@ -662,7 +664,9 @@ class _FileCheck:
                     )
                     ok = False
                     continue
-                targets.append(RecipientTarget(spec=raw, path=raw, getter=make_getter(raw)))
+                targets.append(
+                    RecipientTarget(spec=raw, path=raw, getter=make_getter(raw), region_getter=region_getter)
+                )
             else:
                 try:
                     number = to_e164(raw, region)
@@ -672,6 +676,30 @@ class _FileCheck:
                     continue
                 targets.append(RecipientTarget(spec=raw, number=number.number))
         return tuple(targets) if ok else None
+
+    def compile_region_from(
+        self, entity: str, recipient: Recipient, base: tuple[str | int, ...]
+    ) -> Getter | None:
+        """The getter for `region_from` (the recipient's country field), checked against the catalogue."""
+        path = recipient.region_from
+        if path is None:
+            return None
+        where = self.at((*base, "region_from"))
+        try:
+            info = self.catalogue.resolve(entity, path)
+        except PathError as exc:
+            hint = f" (did you mean {exc.suggestion!r}?)" if exc.suggestion else ""
+            self.report("ML350", exc.message + hint, where)
+            return None
+        if info.field.type != "string":
+            self.report(
+                "ML451",
+                f"region_from {path} is a {info.field.type} field of {info.entity}; it must hold a country "
+                "code such as GB (e.g. customer.country)",
+                where,
+            )
+            return None
+        return make_getter(path)
 
     def check_once_per(self, rule: RuleFile, checks: tuple[Check, ...] | None) -> dict[str, Any]:
         getters: dict[str, Any] = {}
@@ -776,8 +804,10 @@ class _FileCheck:
         """Navigation properties this rule reads: from conditions, recipient, once_per and template."""
         spec = self.catalogue[rule.trigger.entity]
         paths = [use.path for check in checks for use in check.uses()]
-        phones = rule.recipient.phone
-        paths += [phones] if isinstance(phones, str) else list(phones)
+        for recipient in (rule.recipient, *(s.recipient for s in rule.stages or () if s.recipient)):
+            phones = recipient.phone
+            paths += [phones] if isinstance(phones, str) else list(phones)
+            paths += [recipient.region_from] if recipient.region_from else []
         paths += list(rule.once_per)
         found = {p.split(".")[0] for p in paths if "." in p and p.split(".")[0] in spec.navigation}
         found |= template_navigation(self.env, template.name, frozenset(spec.navigation))

@@ -272,6 +272,12 @@ class Recipient(_Frozen):
         pattern=r"^[A-Z]{2}$",
         description='default region (ISO 3166-1 alpha-2) for numbers without +country; quote "NO"',
     )
+    region_from: str | None = Field(
+        default=None,
+        pattern=FIELD_PATH,
+        description="a field path holding the recipient's country (e.g. customer.country): a national "
+        "number is read as that country's; `region` is the fallback when the field is empty or unknown",
+    )
 
 
 class Send(_Frozen):

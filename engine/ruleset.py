@@ -24,6 +24,8 @@ class RecipientTarget:
     path: str | None = None
     getter: Getter | None = None
     number: str | None = None  # E.164, for fixed numbers
+    # Reads the recipient's country (recipient.region_from) so a national number is read as theirs.
+    region_getter: Getter | None = None
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,19 @@ def test_ruleset_indexes(shipped: RuleSet) -> None:
 def test_naive_now_is_refused(shipped: RuleSet) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         evaluate("salesInvoices", invoice(), shipped, datetime(2026, 11, 25), event="sweep")
+
+
+@pytest.mark.parametrize(
+    ("country", "phone", "expected"),
+    [
+        ("GB", "020 7946 0018", "+442079460018"),  # a UK customer's national number is read as UK
+        ("gb ", "020 7946 0018", "+442079460018"),  # BC text with stray case/space still names GB
+        ("", "(415) 555-2671", "+14155552671"),  # no country in BC: the rule's region (US)
+        ("XX", "(415) 555-2671", "+14155552671"),  # not a country: the rule's region
+        ("GB", "+1 415 555 2671", "+14155552671"),  # a number with +country needs no region
+    ],
+)
+def test_region_from_the_customers_country(shipped: RuleSet, country: str, phone: str, expected: str) -> None:
+    customer = {"displayName": "Adatum", "phoneNumber": phone, "blocked": " ", "country": country}
+    [message] = evaluate("salesInvoices", invoice(customer=customer), shipped, NOW, event="sweep")
+    assert (message.to, message.skip_code) == (expected, None)
