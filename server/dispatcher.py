@@ -40,6 +40,7 @@ from server.ratelimit import SendBudget, backoff_delay
 from server.reconcile import ReconcilePolicy, Reconciler
 from server.sendwindow import hold_until_for_row
 from server.services import Services
+from server.settings import Settings
 from server.store import optouts, outbox
 from server.store.db import session_scope
 from server.store.states import Channel
@@ -78,6 +79,11 @@ class DispatchPolicy:
     rate_limit_pause_seconds: float = 1.0  # budget pause after a 429 without Retry-After
     configuration_pause_seconds: float = 60.0  # stop sending after a configuration error
     max_budget_burst: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DispatchPolicy:
+        # The leases bound how long a restarted service waits for the claims of the one that died.
+        return cls(claim_seconds=settings.claim_seconds, submit_seconds=settings.submit_lease_seconds)
 
 
 class Decision(StrEnum):
@@ -130,7 +136,7 @@ class Dispatcher:
         rng: random.Random | None = None,
     ) -> None:
         self.services = services
-        self.policy = policy or DispatchPolicy()
+        self.policy = policy or DispatchPolicy.from_settings(services.settings)
         self.worker_id = f"{services.instance_id}:dispatch"
         self.budget = budget or SendBudget(
             services.settings.messages_per_second, burst=self.policy.max_budget_burst
