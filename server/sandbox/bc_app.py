@@ -17,10 +17,12 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
@@ -350,7 +352,10 @@ class BCApp:
         record: dict[str, Any],
         select: tuple[str, ...] | None,
         expand: tuple[ExpandItem, ...],
+        related_index: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] | None = None,
     ) -> dict[str, Any]:
+        """One record as the API shows it. Call with `self.state.lock` held (records are not copied
+        until here); `related_index` caches one lookup per expanded set for a whole page."""
         if select is not None:
             unknown = [f for f in select if f not in kind.template and f not in kind.navigation]
             if unknown:
@@ -375,12 +380,17 @@ class BCApp:
                 )
             target = ENTITIES[nav.target]
             key = str(record[nav.local_key]).lower()
-            related = [
-                r
-                for r in self.state.list_records(company_id, nav.target)
-                if str(r[nav.remote_key]).lower() == key
-            ]
-            shaped = [self._shape(company_id, target, r, item.select, item.expand) for r in related]
+            index = related_index if related_index is not None else {}
+            lookup = index.get((nav.target, nav.remote_key))
+            if lookup is None:
+                # Built once per page: a page of 1,000 invoices expanding `customer` used to copy
+                # and scan every customer once per invoice.
+                lookup = {}
+                for r in self.state.ordered_view(company_id, nav.target):
+                    lookup.setdefault(str(r[nav.remote_key]).lower(), []).append(r)
+                index[(nav.target, nav.remote_key)] = lookup
+            related = lookup.get(key, [])
+            shaped = [self._shape(company_id, target, r, item.select, item.expand, index) for r in related]
             out[item.name] = shaped if nav.many else (shaped[0] if shaped else None)
         return out
 
@@ -400,38 +410,48 @@ class BCApp:
         path: str,
     ) -> Response:
         q = request.query
-        records = self.state.list_records(company_id, kind.name)
-        if journal_id:
-            records = [r for r in records if r["journalId"] == journal_id]
-        if "$filter" in q:
-            known = set(kind.template)
-            predicate = parse_filter(q["$filter"], known, kind.odata_type).predicate
-            records = [r for r in records if predicate(r)]
-        if "$skiptoken" in q:
-            after = self.state.seq.get(q["$skiptoken"].lower())
-            if after is None:
-                raise SimError(400, "BadRequest", "The $skiptoken is not valid.")
-            records = [r for r in records if self.state.seq.get(r["id"], 0) > after]
-        elif "$skip" in q:
-            records = records[_non_negative(q["$skip"], "$skip") :]
         select, expand = self._options(request)
         page_size, applied = _page_size(request.headers.get("prefer", ""))
         headers = {"Preference-Applied": f"odata.maxpagesize={page_size}"} if applied else {}
-        next_link = None
-        if "$top" in q:
-            # With $top BC sends no nextLink (microsoft/AL#6858).
-            records = records[: min(_non_negative(q["$top"], "$top"), page_size)]
-        elif len(records) > page_size:
-            records = records[:page_size]
-            params = {k: v for k, v in q.items() if k not in ("$skiptoken", "$skip")}
-            params["$skiptoken"] = records[-1]["id"]
-            next_link = (
-                f"{self.origin}/v2.0/{self.state.tenant_id}/{self.state.environment}/{path}?"
-                + urlencode(params, quote_via=quote, safe="$,()'")
-            )
+        known = set(kind.template)
+        predicate = parse_filter(q["$filter"], known, kind.odata_type).predicate if "$filter" in q else None
+        with self.state.lock:
+            # One page is found and copied under the lock; the rest of the set is never copied,
+            # and a $skiptoken page starts where the last one ended (the view is in key order), so
+            # paging through N records costs O(N), not O(N^2).
+            view = self.state.ordered_view(company_id, kind.name)
+            if "$skiptoken" in q:
+                after = self.state.seq.get(q["$skiptoken"].lower())
+                if after is None:
+                    raise SimError(400, "BadRequest", "The $skiptoken is not valid.")
+                seq = self.state.seq
+                view = view[bisect.bisect_right(view, after, key=lambda r: seq.get(r["id"], 0)) :]
+            candidates: Iterator[dict[str, Any]] = iter(view)
+            if journal_id:
+                candidates = (r for r in candidates if r["journalId"] == journal_id)
+            if predicate is not None:
+                candidates = filter(predicate, candidates)
+            if "$skiptoken" not in q and "$skip" in q:
+                candidates = itertools.islice(candidates, _non_negative(q["$skip"], "$skip"), None)
+            limit = min(_non_negative(q["$top"], "$top"), page_size) if "$top" in q else page_size
+            records = list(itertools.islice(candidates, limit + 1))
+            next_link = None
+            if "$top" in q:
+                # With $top BC sends no nextLink (microsoft/AL#6858).
+                records = records[:limit]
+            elif len(records) > page_size:
+                records = records[:page_size]
+                params = {k: v for k, v in q.items() if k not in ("$skiptoken", "$skip")}
+                params["$skiptoken"] = records[-1]["id"]
+                next_link = (
+                    f"{self.origin}/v2.0/{self.state.tenant_id}/{self.state.environment}/{path}?"
+                    + urlencode(params, quote_via=quote, safe="$,()'")
+                )
+            index: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+            value = [self._shape(company_id, kind, r, select, expand, index) for r in records]
         body: dict[str, Any] = {
             "@odata.context": context,
-            "value": [self._shape(company_id, kind, r, select, expand) for r in records],
+            "value": value,
         }
         if next_link:
             body["@odata.nextLink"] = next_link
@@ -453,9 +473,9 @@ class BCApp:
             )
         if request.method == "GET":
             select, expand = self._options(request)
-            return json_response(
-                200, {"@odata.context": context, **self._shape(company_id, kind, record, select, expand)}
-            )
+            with self.state.lock:
+                shaped = self._shape(company_id, kind, record, select, expand)
+            return json_response(200, {"@odata.context": context, **shaped})
         if request.method == "PATCH":
             changes = request.json()
             if not isinstance(changes, dict):

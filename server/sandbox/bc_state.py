@@ -397,6 +397,13 @@ class BCState:
             record = self._table(company_id, entity).get(record_id.lower())
             return copy.deepcopy(record) if record else None
 
+    def ordered_view(self, company_id: str, entity: str) -> list[dict[str, Any]]:
+        """The stored records in key order, NOT copied: for a caller holding `self.lock` that copies
+        only what it sends (one page). list_records deep-copies the whole set on every call."""
+        # Insertion order is key order: create_record is the only writer of new keys and gives each
+        # a larger seq than any before it (a deleted id that comes back is appended, as its seq is).
+        return list(self._table(company_id, entity).values())
+
     def list_records(self, company_id: str, entity: str) -> list[dict[str, Any]]:
         """Every record of the set in key order (a snapshot copy)."""
         with self.lock:
