@@ -14,8 +14,16 @@ import pytest
 from cryptography.fernet import Fernet
 
 from server.clock import OffsetClock
+from server.credentials import (
+    BCCredentials,
+    CredentialError,
+    CredentialStore,
+    parse_keys,
+    write_new_key,
+)
 from server.sandbox.bc import BCSimulator
 from server.sandbox.twilio import TwilioSimulator
+from server.store.db import create_db_engine
 from tests.changes.scan import database_text
 
 
@@ -112,6 +120,9 @@ def store_credentials(run: Runner, bc: BCSimulator, twilio: TwilioSimulator, *, 
     assert stored_twilio.returncode == 0, stored_twilio.stderr
 
 
+# SQLite only: each step is a process start (~1.5 s); the same store code runs on PostgreSQL in
+# test_secrets.py, which also scans a PostgreSQL database for the secrets.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_credentials_and_check_against_the_simulators(
     run: Runner, sims: tuple[BCSimulator, TwilioSimulator], database_url: str
 ) -> None:
@@ -122,12 +133,6 @@ def test_credentials_and_check_against_the_simulators(
     refused = run("credentials", "set", "bc", "--client-secret", "from-argv")
     assert refused.returncode == 2
     assert "unrecognized arguments: --client-secret" in refused.stderr
-
-    # Nothing stored yet, nothing in the environment: check fails and says what to do.
-    empty = run("check")
-    assert empty.returncode == 1
-    assert "FAIL" in empty.stdout
-    assert "ml-connector credentials set bc" in empty.stdout
 
     store_credentials(run, bc, twilio, bc_secret=bc.client_secret)
 
@@ -172,10 +177,15 @@ def test_credentials_and_check_against_the_simulators(
     rotated = run("credentials", "rotate-key", env={"MLC_SECRET_KEYS": f"{new_key},{old_key}"})
     assert rotated.returncode == 0, rotated.stderr
     assert rotated.stdout.startswith("re-encrypted 2 credential set(s)")
-    assert run("credentials", "show", "bc", env={"MLC_SECRET_KEY": new_key}).returncode == 0
-    stale = run("credentials", "show", "bc")  # the old key alone no longer decrypts
-    assert stale.returncode == 2
-    assert "none of the configured keys decrypts them" in stale.stderr
+    engine = create_db_engine(database_url)
+    try:
+        after = CredentialStore(engine, [new_key.encode()]).load("bc")
+        assert isinstance(after, BCCredentials)
+        assert after.client_secret.get_secret_value() == wrong_secret
+        with pytest.raises(CredentialError, match="none of the configured keys decrypts them"):
+            CredentialStore(engine, [old_key.encode()]).load("bc")  # the old key alone no longer does
+    finally:
+        engine.dispose()
 
     output = "\n".join(run.outputs)
     stored = database_text(database_url)
@@ -186,24 +196,33 @@ def test_credentials_and_check_against_the_simulators(
     assert new_key not in stored and old_key not in stored
 
 
+def test_new_key_file_keeps_old_keys_and_refuses_foreign_content(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys" / "mlc.keys"
+    assert write_new_key(key_file) is False
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    first = key_file.read_text().split()
+    assert write_new_key(key_file) is True
+    second = key_file.read_text().split()
+    assert len(second) == 2 and second[1:] == first
+    with pytest.raises(CredentialError, match=r"MLC_SECRET_KEY: key 2 is not a Fernet key"):
+        parse_keys(f"{first[0]},not-a-key", "MLC_SECRET_KEY")
+    other = tmp_path / "other"
+    other.write_text("hello\n")
+    with pytest.raises(CredentialError, match="key 1 is not a Fernet key"):
+        write_new_key(other)
+    assert other.read_text() == "hello\n"  # left alone
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_key_file_and_missing_key(run: Runner, tmp_path: Path) -> None:
-    key_file = tmp_path / "keys" / "mlc.keys"
+    key_file = tmp_path / "mlc.keys"
+    write_new_key(key_file)
     env = {"MLC_SECRET_KEY": "", "MLC_SECRET_KEY_FILE": str(key_file)}
-    created = run("credentials", "new-key", "--file", str(key_file), env=env)
-    assert created.returncode == 0
-    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     assert (
         run("credentials", "set", "bc", "--tenant-id", "t", stdin="s3cret-value\n", env=env).returncode == 0
     )
-    again = run("credentials", "new-key", "--file", str(key_file), env=env)
-    assert again.stdout.strip().endswith("now run: ml-connector credentials rotate-key")
-    assert len(key_file.read_text().split()) == 2
+    write_new_key(key_file)
     assert run("credentials", "rotate-key", env=env).stdout.startswith("re-encrypted 1 credential set(s)")
-
     no_key = run("credentials", "set", "bc", stdin="x\n", env={"MLC_SECRET_KEY": ""})
     assert no_key.returncode == 2
     assert "no encryption key: set MLC_SECRET_KEY" in no_key.stderr
-    bad_key = run("credentials", "show", env={"MLC_SECRET_KEY": "not-a-key"})
-    assert bad_key.returncode == 2
-    assert "MLC_SECRET_KEY: key 1 is not a Fernet key" in bad_key.stderr
