@@ -35,6 +35,7 @@ from server.evaluation import (
     journal_line_label,
 )
 from server.logs import get_logger
+from server.metrics import count_records_fetched
 from server.services import Services
 from server.store.db import read_scope, session_scope
 from server.store.inbox import InboxBatch, claim_inbox_batch, mark_inbox_done, release_inbox
@@ -255,6 +256,7 @@ class Fetcher:
     ) -> int:
         services = self.services
         now = services.clock.now()
+        count_records_fetched(services, entity, sum(1 for change in changes if not change.deleted))
 
         def finish(session: Session) -> None:
             mark_inbox_done(session, finish_ids, now=now)

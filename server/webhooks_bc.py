@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from server.bc.models import NotificationItem
 from server.crashpoints import crash_point
 from server.logs import get_logger
+from server.metrics import count_notifications
 from server.services import Services
 from server.store.db import read_scope, session_scope
 from server.store.inbox import NotificationIn, parse_resource, store_notifications
@@ -110,6 +112,9 @@ def check_and_store(services: Services, raw_items: list[Any]) -> tuple[Verdict, 
     for n, reason in verdict.dropped:
         # Never log the clientState itself (nor the raw item, which carries it).
         log.warning("bc notification dropped", item=n, reason=reason)
+    count_notifications(services, "unknown", len(verdict.dropped), outcome="dropped")
+    for entity, received in Counter(item.entity or "unknown" for item in verdict.accepted).items():
+        count_notifications(services, entity, received, outcome="accepted")
     if not verdict.accepted:
         return verdict, 0
     with session_scope(services.db) as session:

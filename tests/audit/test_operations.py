@@ -16,21 +16,7 @@ from server.sandbox.stack import Stack
 from server.store.db import session_scope
 from server.store.outbox import insert_planned
 from tests.audit.conftest import COMPANY, DESK, planned
-
-
-def sample(text: str, name: str, **labels: str) -> float | None:
-    """The value of one sample in Prometheus text format (None when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
-        if match is None or match.group(1) != name:
-            continue
-        got = ",".join(sorted(match.group(2).split(","))) if match.group(2) else ""
-        if got == wanted:
-            return float(match.group(3))
-    return None
+from tests.prometheus import sample
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 from server.clock import ManualClock
 from server.sandbox.seed.demo import GB_COMPANY_ID
 from server.sandbox.stack import Stack
+from tests.prometheus import sample
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -133,6 +134,13 @@ async def test_sweep_and_webhook_flows_end_in_final_statuses_sent_once(
         detail = (await api.get(f"/api/messages/{warning['job_id']}")).json()
         statuses = [e["status"] for e in detail["events"]]
         assert statuses[0] == "planned" and statuses[-1] == "delivered"
+        # The metrics saw the notification and the record the fetcher read for it.
+        metrics = (await api.get("/metrics")).text
+        assert (
+            sample(metrics, "mlc_bc_notifications_received_total", entity="customers", outcome="accepted")
+            or 0
+        ) >= 1
+        assert (sample(metrics, "mlc_bc_records_fetched_total", entity="customers") or 0) >= 1
         callbacks = {r.form_dict()["StatusCallback"][0] for r in _creates(stack)}
         assert f"{stack.url}/webhooks/twilio/status?job={warning['job_id']}" in callbacks
 
