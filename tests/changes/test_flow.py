@@ -264,3 +264,22 @@ async def test_list_and_show(stack: Stack, api: httpx.AsyncClient) -> None:
     assert "status: unknown value(s) done" in bad.text
     assert (await api.get("/api/changes/999")).status_code == 404
     assert (await api.get("/api/changes", headers={"Authorization": "Bearer nope"})).status_code == 401
+
+
+async def test_409_when_bc_already_holds_the_approved_values_counts_as_written(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    # What a retried PATCH sees when its first try went through: the etag moved, the values are ours.
+    company = stack.bc_sim.companies[0]
+    account = record_id(stack, "vendorBankAccounts", "code", "MAIN")
+    change = await propose_bank_change(api, stack)
+    stack.bc_sim.update_record(
+        company, "vendorBankAccounts", account, {"iban": NEW_IBAN, "bankAccountNumber": "98765432"}
+    )
+    code = stack.twilio_sim.verification_code(APPROVER)
+    assert code is not None
+    response = await api.post(f"/api/changes/{change['id']}/confirm", json={"code": code})
+    assert response.status_code == 200, response.text
+    assert response.json()["message"] == "BC already holds the approved values"
+    [patch] = bank_patches(stack)
+    assert patch["status"] == 409
