@@ -132,7 +132,10 @@ class Settings(BaseSettings):
     # Recovery after a crash: work claimed by an instance that died is taken over when its lease
     # runs out, so these bound how long a restart waits for its predecessor's work.
     claim_seconds: float = Field(
-        default=300.0, gt=0, description="Lease of a claimed inbox batch or outbox job (taken over after)."
+        default=300.0,
+        gt=0,
+        description="Lease of claimed work (inbox batch, outbox job, a subscription pass); work of an "
+        "instance that died is taken over after it.",
     )
     submit_lease_seconds: float = Field(
         default=900.0,
