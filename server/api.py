@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.params import QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from pydantic import BaseModel
 
 from server.auth import make_bearer_guard_for_app
@@ -130,8 +130,8 @@ class MessagesController(Controller):
         self,
         services: NamedDependency[Services],
         status: Annotated[list[str] | None, QueryParameter(description="One or more statuses")] = None,
-        rule: str | None = None,
-        entity: str | None = None,
+        rule: FromQuery[str | None] = None,
+        entity: FromQuery[str | None] = None,
         record: Annotated[str | None, QueryParameter(description="BC record id")] = None,
         recipient: Annotated[str | None, QueryParameter(description="E.164 number")] = None,
         created_from: Annotated[datetime | None, QueryParameter(name="from")] = None,
@@ -162,7 +162,9 @@ class MessagesController(Controller):
         return MessagePageOut.model_validate({"items": items, "next_cursor": page.next_cursor})
 
     @get("/{job_id:str}", sync_to_thread=True)
-    def get_message_handler(self, services: NamedDependency[Services], job_id: str) -> MessageDetailOut:
+    def get_message_handler(
+        self, services: NamedDependency[Services], job_id: FromPath[str]
+    ) -> MessageDetailOut:
         with read_scope(services.db) as session:
             detail = get_message(session, job_id)
             if detail is None:

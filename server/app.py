@@ -1,7 +1,7 @@
 """Litestar app factory: only wiring. Handlers are a few lines and call into the modules that work.
 
 Route modules each export `ROUTES` (a list of handlers/controllers). Handlers receive the shared
-`Services` by dependency injection (`services: Services`). The lifespan starts the worker loops
+`Services` by dependency injection (`services: NamedDependency[Services]`). The lifespan starts the worker loops
 (server/runtime.py) unless `start_workers=False`, which tests use to drive `run_once()` themselves.
 """
 

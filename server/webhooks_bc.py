@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request, Response, route
+from litestar.di import NamedDependency
 from litestar.enums import MediaType
 from litestar.types import ControllerRouterHandler
 from pydantic import ValidationError
@@ -124,7 +125,7 @@ def check_and_store(services: Services, raw_items: list[Any]) -> tuple[Verdict, 
 
 
 @route("/webhooks/bc", http_method=["GET", "POST"], status_code=202, include_in_schema=True)
-async def bc_webhook(request: Request[Any, Any, Any], services: Services) -> Response[str]:
+async def bc_webhook(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Response[str]:
     """BC webhook endpoint: validation handshake (POST or GET) and change notifications (POST)."""
     token = request.query_params.get("validationToken")
     if token is not None:
