@@ -49,8 +49,11 @@ pytest: setup
 
 test: lint typecheck rules-check pytest
 
+# The benchmarks of issue 9 -> docs/benchmarks.md, a few minutes on 2 cores (bench/__main__.py).
+# `make bench BENCH_ARGS=--quick` for a fast pass, `BENCH_ARGS="--size issue"` for every size in the issue.
+BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

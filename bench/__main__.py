@@ -39,14 +39,19 @@ def run_benchmark(key: str, size: str, runs: int) -> Section:
         section: Section = module.run(module.SIZES[size], runs)
     except Exception as exc:  # reported on the page; the other benchmarks still run
         traceback.print_exc()
-        return Section(key=key, title=title, method="", error=f"{type(exc).__name__}: {exc}")
+        last = (str(exc).strip().splitlines() or [""])[-1]  # the page gets one line; stderr the rest
+        return Section(key=key, title=title, method="", error=f"{type(exc).__name__}: {last}")
     return section
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and 2 runs: a fast pass")
-    parser.add_argument("--size", choices=("full", "quick", "tiny"), help="override the size set")
+    parser.add_argument(
+        "--size",
+        choices=("full", "issue", "quick", "tiny"),
+        help="size set: full (default, fits a few minutes), issue (every size of issue 9, longer), quick, tiny",
+    )
     parser.add_argument("--runs", type=int, help="runs per figure (default 3, quick 2)")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -54,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     size = args.size or ("quick" if args.quick else "full")
-    runs = args.runs or (2 if size != "full" else 3)
+    runs = args.runs or (3 if size in ("full", "issue") else 2)
     if runs < 1:
         parser.error("--runs must be at least 1")
     keys = list(BENCHMARKS)

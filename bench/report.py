@@ -8,6 +8,7 @@ measured in the same run; its ratio is value / baseline value.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import platform
 import statistics
@@ -96,7 +97,7 @@ def percentile(values: Sequence[float], p: float) -> float:
     if not values:
         raise ValueError("percentile of nothing")
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(p / 100 * len(ordered))))
     return ordered[rank - 1]
 
 

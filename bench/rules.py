@@ -47,6 +47,7 @@ class Params:
 
 SIZES = {
     "full": Params(records=100_000, simpleeval_records=20_000),
+    "issue": Params(records=100_000, simpleeval_records=20_000),
     "quick": Params(records=30_000, simpleeval_records=5_000),
     "tiny": Params(records=300, simpleeval_records=100),
 }

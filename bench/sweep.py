@@ -31,10 +31,12 @@ CHILD_TIMEOUT = 600
 class Params:
     sizes: tuple[int, ...]
     customers_per_invoice: float = 0.05  # one customer per 20 invoices
+    runs: int | None = None  # overrides the runs asked for (a 100k sweep takes about a minute)
 
 
 SIZES = {
-    "full": Params(sizes=(10_000, 50_000, 100_000)),
+    "full": Params(sizes=(10_000, 50_000, 100_000), runs=1),
+    "issue": Params(sizes=(10_000, 50_000, 100_000)),
     "quick": Params(sizes=(5_000, 20_000)),
     "tiny": Params(sizes=(150, 300)),
 }
@@ -109,6 +111,7 @@ def run_child(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(params: Params, runs: int) -> Section:
+    runs = params.runs or runs
     from server.clock import OffsetClock
     from server.sandbox.bc import BCSimulator
 
