@@ -17,7 +17,9 @@ States (tables.CHANGE_STATUSES)::
 
 Every transition is a conditional UPDATE (`... WHERE id = ? AND status IN (...)`): of two racing
 confirmations only one moves `approved -> writing`, so a change is written at most once, and never
-without an approved check. Each step is in the audit log (who, when, what); the code never is.
+without an approved check. A confirmation holds a lease on its change (server/store/leases.py)
+from the Verify check to the end, so a racing request cannot read Twilio's 20404 for a code that
+was just approved and record `code_expired`. Each step is in the audit log (who, when, what); the code never is.
 No database transaction is held across a call to BC or Twilio.
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,6 +53,7 @@ from server.logs import get_logger
 from server.settings import Settings
 from server.store.audit import record_audit
 from server.store.db import read_scope, session_scope
+from server.store.leases import acquire_lease, release_lease
 from server.store.tables import PendingChange
 from server.twilio.client import TwilioClient
 from server.twilio.errors import DeliveryError, InvalidRequestError, VerificationLimitError
@@ -63,6 +67,8 @@ TERMINAL = frozenset({"written", "conflict", "rejected", "code_expired", "expire
 OPEN = ("new", "pending")
 _CODE = re.compile(r"^[0-9]{4,10}$")
 BANK_ENTITY = "vendorBankAccounts"
+# Covers a Verify check and a BC write with its retries; released as soon as the confirmation ends.
+CONFIRM_LEASE = timedelta(minutes=3)
 
 
 # -- errors -----------------------------------------------------------------------------------------
@@ -605,6 +611,27 @@ class ChangeGate:
         if not _CODE.fullmatch(code.strip()):
             raise ChangeInputError("code", "expected the 4-10 digit code sent to the approver")
         await self._db(expire_due, self.db, self.clock.now())
+        holder = f"confirm:{uuid.uuid4().hex}"
+        if not await self._db(self._lease, change_id, holder, True):
+            raise ChangeStateError(f"change {change_id} is being confirmed by another request; try again")
+        try:
+            return await self._confirm(change_id, code, actor)
+        finally:
+            await self._db(self._lease, change_id, holder, False)
+
+    def _lease(self, change_id: int, holder: str, take: bool) -> bool:
+        """One confirmation per change at a time, across processes. Without it, a request whose
+        check answers 20404 (because a racing request's check was just approved) could record
+        `code_expired` before the approved one records `approved`."""
+        with session_scope(self.db) as session:
+            if take:
+                grant = acquire_lease(
+                    session, f"change:{change_id}", holder, now=self.clock.now(), ttl=CONFIRM_LEASE
+                )
+                return grant is not None
+            return release_lease(session, f"change:{change_id}", holder)
+
+    async def _confirm(self, change_id: int, code: str, actor: str | None) -> ConfirmOutcome:
         change = self._load(change_id)
         who = actor or f"approver {mask_phone(change.approver)}"
         if change.status == "expired":

@@ -193,7 +193,9 @@ async def test_racing_confirmations_write_once(stack: Stack, api: httpx.AsyncCli
     assert statuses.count(200) == 1
     assert set(statuses) - {200} <= {409}
     assert len(bank_patches(stack)) == 1
-    assert audit_actions(stack, change["id"]).count("change.written") == 1
+    actions = audit_actions(stack, change["id"])
+    assert actions.count("change.written") == 1
+    assert "change.code_expired" not in actions  # a racing 20404 must not end an approved change
 
 
 async def test_bc_unavailable_keeps_the_approval_and_a_second_confirm_writes(
