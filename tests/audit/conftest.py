@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,14 +17,6 @@ START = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 COMPANY = "5f0c2a9e-0000-4000-8000-000000000001"
 DESK = "+12065550118"
 ALPINE = "+14155552671"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'connector.sqlite3'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
 
 
 @pytest.fixture
