@@ -14,10 +14,14 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.di import Provide
+from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.types import ControllerRouterHandler
+from litestar.types import ControllerRouterHandler, Scope
 
+from server.logs import get_logger
 from server.services import Services
+
+log = get_logger("ml_connector.app")
 
 ROUTE_MODULES: tuple[str, ...] = (
     "server.webhooks_bc",
@@ -62,6 +66,18 @@ def create_app(
     def provide_services() -> Services:
         return services
 
+    async def log_unhandled(exc: Exception, scope: Scope) -> None:
+        # Litestar turns an unhandled exception into a bare 500; without this nobody could see why.
+        if isinstance(exc, HTTPException) and exc.status_code < 500:
+            return
+        log.error(
+            "request failed",
+            path=scope.get("path"),
+            method=scope.get("method"),
+            error=f"{type(exc).__name__}: {exc}",
+            exc_info=exc,
+        )
+
     from server.metrics import bind_metrics
     from server.middleware import request_context_middleware
 
@@ -73,6 +89,7 @@ def create_app(
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
         middleware=[request_context_middleware],
+        after_exception=[log_unhandled],
         openapi_config=OpenAPIConfig(title="ml-connector", version="0.1.0"),
         request_max_body_size=services.settings.max_body_bytes,
         state=app_state,  # type: ignore[arg-type]

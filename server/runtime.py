@@ -31,9 +31,13 @@ class WorkerSpec:
 WORKERS: tuple[WorkerSpec, ...] = (
     WorkerSpec("fetcher", "server.fetcher:Fetcher", lambda s: s.fetch_interval_seconds),
     WorkerSpec("dispatcher", "server.dispatcher:Dispatcher", lambda s: s.dispatch_interval_seconds),
-    WorkerSpec("subscriptions", "server.subscriptions:SubscriptionManager", lambda s: 300.0),
+    WorkerSpec(
+        "subscriptions",
+        "server.subscriptions:SubscriptionManager",
+        lambda s: s.subscription_check_interval_seconds,
+    ),
     WorkerSpec("poller", "server.poller:Poller", lambda s: s.poll_interval_seconds),
-    WorkerSpec("sweep", "server.sweep:Sweeper", lambda s: 60.0),
+    WorkerSpec("sweep", "server.sweep:Sweeper", lambda s: 60.0),  # checks whether a sweep is due
 )
 
 

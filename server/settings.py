@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     )
     business_timezone: str = "Europe/London"
     messages_per_second: float = Field(default=10.0, gt=0)
+    subscription_check_interval_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often the subscription manager checks BC (create, renew, re-create, delete).",
+    )
     subscription_renew_before_hours: float = Field(default=24.0, description="Renew this long before expiry.")
     max_send_attempts: int = 8
     # Recovery after a crash: work claimed by an instance that died is taken over when its lease
