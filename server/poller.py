@@ -12,6 +12,7 @@ the loop runs every `poll_interval_seconds`.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -84,10 +85,11 @@ class Poller:
             chunk.append(self._change(record, journals))
             seen.append((record.id.lower(), record.lastModifiedDateTime))
             if len(chunk) >= self.chunk_size:
-                evaluated += self._store(company_id, entity, chunk)
+                # In a thread: the database must not stall the event loop that answers webhooks.
+                evaluated += await asyncio.to_thread(self._store, company_id, entity, chunk)
                 chunk = []
         if chunk:
-            evaluated += self._store(company_id, entity, chunk)
+            evaluated += await asyncio.to_thread(self._store, company_id, entity, chunk)
         with session_scope(services.db) as session:
             advance_watermark(
                 session,

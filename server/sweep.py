@@ -12,6 +12,7 @@ evaluation.evaluate_and_store.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -138,7 +139,10 @@ class Sweeper:
         async for page in services.bc.iter_pages(url, params, page_size=self.page_size):
             records = [target.model.model_validate(raw) for raw in page]
             changes = [change_from_record(r, ("sweep",)) for r in records if r.id]
-            result = evaluate_and_store(
+            # In a thread: evaluating a page and waiting on the database must not stall the event
+            # loop that answers BC's and Twilio's webhooks.
+            result = await asyncio.to_thread(
+                evaluate_and_store,
                 services.db,
                 services.ruleset,
                 company_id=company_id,
@@ -154,8 +158,13 @@ class Sweeper:
                 services.wake("dispatcher")
         # Grouping needs the whole sweep (one customer's invoices may sit on different pages); only
         # the messages of grouping rules are held, never the records.
-        if insert_grouped(
-            services.db, services.ruleset, company_id=company_id, messages=held, now=services.clock.now()
+        if await asyncio.to_thread(
+            insert_grouped,
+            services.db,
+            services.ruleset,
+            company_id=company_id,
+            messages=held,
+            now=services.clock.now(),
         ):
             services.wake("dispatcher")
         return evaluated
