@@ -76,7 +76,6 @@ async def one_run(params: Params) -> dict[str, Any]:
     from server.runtime import start_workers
     from server.sandbox.stack import Stack
     from server.store.db import read_scope
-    from server.store.subscriptions import client_state_of
     from server.store.tables import BcSubscription, OutboxMessage
 
     with fresh_database("burst") as url:
@@ -125,7 +124,10 @@ async def one_run(params: Params) -> dict[str, Any]:
                 sub = session.execute(
                     sa.select(BcSubscription).where(sa.column("entity") == "customers")
                 ).scalar_one()
-                subscription_id, client_state = str(sub.subscription_id), client_state_of(sub)
+                subscription_id = str(sub.subscription_id)
+            # The store keeps only a hash of the clientState; BC (the simulator) holds the secret.
+            [remote] = [s for s in sim.subscriptions() if s["subscriptionId"] == subscription_id]
+            client_state = str(remote["clientState"])
             stack.twilio_sim.set_rate_limit(RATE)
             items = notification_items(
                 ids, params.notifications // params.customers, company, subscription_id, client_state
@@ -230,7 +232,17 @@ def run(params: Params, runs: int) -> Section:
             "acceptances."
         ),
     )
-    results = [asyncio.run(one_run(params)) for _ in range(params.runs or runs)]
+    import tempfile
+
+    from server.logs import configure_logging
+
+    # The connector logs as it does in production (INFO), to a file rather than the console.
+    with tempfile.TemporaryFile("w+") as log:
+        configure_logging("INFO", stream=log)
+        try:
+            results = [asyncio.run(one_run(params)) for _ in range(params.runs or runs)]
+        finally:
+            configure_logging("WARNING")
     section.add(
         "BC requests per notification",
         "requests",

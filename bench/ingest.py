@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -41,6 +40,7 @@ SUBSCRIPTION = "9f0f7b4e-2b1c-4f5e-9d3a-6c2b1a0e9d8f"
 CLIENT_STATE = "bench-client-state-0123456789abcdef"
 BARE_PATH = "/bare/webhooks/bc"
 REAL_PATH = "/webhooks/bc"
+REQUEST_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ async def _real_app(database_url: str) -> Any:
     from server.services import open_services
     from server.settings import BCSettings, Settings, TwilioSettings
     from server.store.db import session_scope
+    from server.store.subscriptions import hash_client_state
     from server.store.tables import BcSubscription
 
     # Neither client is called while ingesting; Services builds both, so they need a shape.
@@ -103,7 +104,7 @@ async def _real_app(database_url: str) -> Any:
                 entity="customers",
                 resource=f"api/v2.0/companies({COMPANY})/customers",
                 notification_url="http://127.0.0.1/webhooks/bc",
-                client_state_secret=CLIENT_STATE,
+                client_state_hash=hash_client_state(CLIENT_STATE),
                 expires_at=now + timedelta(days=3),
                 status="active",
                 created_at=now,
@@ -157,6 +158,9 @@ def _bare_app(database_url: str) -> Any:
 async def serve(kind: str, database_url: str) -> None:
     import uvicorn
 
+    from server.logs import configure_logging
+
+    configure_logging("INFO")  # as `ml-connector serve` does: one access line per request
     app = await _real_app(database_url) if kind == "real" else _bare_app(database_url)
     sock = _listen()
     config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, workers=1)
@@ -169,21 +173,24 @@ async def serve(kind: str, database_url: str) -> None:
 
 
 @contextmanager
-def server_process(kind: str, database_url: str) -> Iterator[int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.ingest", "serve", kind, database_url],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "MLC_LOG_LEVEL": "WARNING"},
-    )
+def server_process(kind: str, database_url: str, log_dir: Path) -> Iterator[int]:
+    # The server's log goes to a file: a pipe nobody reads fills up and stalls the server.
+    log_path = log_dir / f"{kind}-{uuid.uuid4().hex[:6]}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.ingest", "serve", kind, database_url],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line:
-            err = proc.stderr.read() if proc.stderr else ""
-            raise RuntimeError(f"{kind} server did not start: {err.strip().splitlines()[-1:] or err}")
+            proc.wait(10)
+            err = log_path.read_text().strip().splitlines()
+            raise RuntimeError(f"{kind} server did not start: {err[-1] if err else proc.returncode}")
         yield int(json.loads(line)["port"])
     finally:
         proc.terminate()
@@ -245,7 +252,7 @@ async def load(port: int, path: str, seconds: float, warmup: float, connections:
                     return
                 writer.write(head + body)
                 await writer.drain()
-                header = await reader.readuntil(b"\r\n\r\n")
+                header = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
                 status = int(header.split(b" ", 2)[1])
                 length = 0
                 for line in header.split(b"\r\n"):
@@ -328,7 +335,7 @@ def run(params: Params, runs: int) -> Section:
                         url = f"sqlite:///{Path(tmp) / f'{kind}.sqlite3'}"
                     else:
                         url = stack.enter_context(fresh_database(f"ingest_{kind}"))
-                    ports[kind] = stack.enter_context(server_process(kind, url))
+                    ports[kind] = stack.enter_context(server_process(kind, url, Path(tmp)))
                 for _ in range(runs):
                     for kind in ("bare", "real"):
                         path = BARE_PATH if kind == "bare" else REAL_PATH
