@@ -17,7 +17,6 @@ One pass (under a store lease, so only one instance acts at a time):
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,9 +34,10 @@ from server.store.db import read_scope, session_scope
 from server.store.leases import acquire_lease
 from server.store.subscriptions import (
     activate_subscription,
-    client_state_of,
+    client_state_matches,
     create_pending_subscription,
     list_subscriptions,
+    new_client_state,
     set_subscription_status,
 )
 from server.store.tables import BcSubscription
@@ -198,15 +198,7 @@ class SubscriptionManager:
                 if row.updated_at > now - STALE_CREATING:
                     continue
                 # A crash between BC's answer and our commit: find it by its secret clientState.
-                secret = client_state_of(row).encode()
-                match = next(
-                    (
-                        s
-                        for s in remote
-                        if s.clientState and hmac.compare_digest(s.clientState.encode(), secret)
-                    ),
-                    None,
-                )
+                match = next((s for s in remote if client_state_matches(row, s.clientState)), None)
                 if match is not None:
                     self._activate(row.id, match)
                     known.add(match.subscriptionId)
@@ -279,15 +271,17 @@ class SubscriptionManager:
         bc = self.services.bc
         resource = bc.subscription_resource(entity_set(entity), company_id)
         with session_scope(self.services.db) as session:
+            secret = new_client_state()  # kept in memory only: the store keeps its hash
             row = create_pending_subscription(
                 session,
                 company_id=company_id,
                 entity=entity,
                 resource=resource,
                 notification_url=url,
+                client_state=secret,
                 now=self.services.clock.now(),
             )
-            row_id, secret = row.id, client_state_of(row)
+            row_id = row.id
         assert row_id is not None
         try:
             sub = await bc.create_subscription(url, resource, secret)

@@ -2,11 +2,13 @@
 
 Lifecycle: creating (row stored with its clientState before the BC call, so nothing is lost if
 the call succeeds and we crash) -> active -> renewing -> active ... ; dropped (BC answered 404 on
-renew: re-create) ; deleted (no rule needs it). Read the secret only through client_state_of.
+renew: re-create) ; deleted (no rule needs it). Only a hash of the clientState is stored: the secret
+lives in memory just long enough to send it to BC, and notifications are checked against the hash.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable
@@ -26,16 +28,18 @@ def new_client_state() -> str:
     return secrets.token_urlsafe(CLIENT_STATE_BYTES)
 
 
-def client_state_of(subscription: BcSubscription) -> str:
-    """The subscription's clientState in clear. The one way to read it (a later issue encrypts at rest)."""
-    return subscription.client_state_secret
+def hash_client_state(client_state: str) -> str:
+    """What the store keeps: the secret is 256 random bits, so a plain SHA-256 cannot be reversed."""
+    return "sha256:" + hashlib.sha256(client_state.encode("utf-8")).hexdigest()
 
 
 def client_state_matches(subscription: BcSubscription, presented: str | None) -> bool:
     """Constant-time check of a notification's clientState against the subscription's."""
     if presented is None:
         return False
-    return hmac.compare_digest(client_state_of(subscription).encode("utf-8"), presented.encode("utf-8"))
+    return hmac.compare_digest(
+        hash_client_state(presented).encode("ascii"), subscription.client_state_hash.encode("ascii")
+    )
 
 
 def create_pending_subscription(
@@ -45,16 +49,18 @@ def create_pending_subscription(
     entity: str,
     resource: str,
     notification_url: str,
+    client_state: str,
     now: datetime,
 ) -> BcSubscription:
-    """Store a 'creating' row with a new clientState; send that clientState in the BC create call."""
+    """Store a 'creating' row with the hash of `client_state` (new_client_state()) before the BC
+    create call that sends it, so a crash between BC's answer and our commit can be matched later."""
     now = require_aware(now)
     row = BcSubscription(
         company_id=company_id,
         entity=entity,
         resource=resource,
         notification_url=notification_url,
-        client_state_secret=new_client_state(),
+        client_state_hash=hash_client_state(client_state),
         status="creating",
         created_at=now,
         updated_at=now,
@@ -157,11 +163,11 @@ def _get_row(session: Session, row_id: int) -> BcSubscription:
 __all__ = [
     "activate_subscription",
     "client_state_matches",
-    "client_state_of",
     "create_pending_subscription",
     "due_for_renewal",
     "get_by_subscription_id",
     "get_by_subscription_ids",
+    "hash_client_state",
     "list_subscriptions",
     "live_subscription_for",
     "new_client_state",

@@ -54,9 +54,9 @@ class BcSubscription(SQLModel, table=True):
     entity: str = Field(sa_type=sa.String(64))
     resource: str = Field(sa_type=sa.String(512))
     notification_url: str = Field(sa_type=sa.String(512))
-    # The shared secret BC echoes in every notification. Read it only through
-    # server.store.subscriptions.client_state_of (a later issue encrypts it at rest).
-    client_state_secret: str = Field(sa_type=sa.String(255))
+    # "sha256:<hex>" of the shared secret BC echoes in every notification: we only ever compare it,
+    # so the secret itself is never stored (server.store.subscriptions.client_state_matches).
+    client_state_hash: str = Field(sa_type=sa.String(80))
     etag: str | None = Field(default=None, sa_type=sa.String(255))
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     status: str = Field(default="creating", sa_type=sa.String(16))

@@ -93,3 +93,10 @@ def record_by_number(stack: Stack, entity: str, number: str, field: str = "numbe
 async def deliver(stack: Stack) -> list[str]:
     """Close the simulator's 30 s notification windows now and deliver them (no waiting)."""
     return await stack.bc_sim.aflush_notifications()
+
+
+def client_state_at_bc(stack: Stack, sub: BcSubscription) -> str:
+    """The subscription's clientState as BC holds it (the connector's store keeps only its hash)."""
+    [remote] = [s for s in stack.bc_sim.subscriptions() if s["subscriptionId"] == sub.subscription_id]
+    value: str = remote["clientState"]
+    return value

@@ -17,6 +17,7 @@ from server.store.db import read_scope
 from server.store.snapshots import get_snapshot
 from tests.service_bc.conftest import (
     GB,
+    client_state_at_bc,
     deliver,
     inbox_rows,
     make_stack,
@@ -69,7 +70,7 @@ async def test_duplicate_notifications_make_one_inbox_row_one_fetch_and_one_outb
     [sub] = [s for s in subscription_rows(stack, "active") if s.entity == "customers"]
     redelivery = {
         "subscriptionId": sub.subscription_id,
-        "clientState": sub.client_state_secret,
+        "clientState": client_state_at_bc(stack, sub),
         "expirationDateTime": format_bc_datetime(sub.expires_at or first.received_at),
         "resource": first.resource,
         "changeType": first.change_type,

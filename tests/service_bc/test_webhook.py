@@ -10,7 +10,13 @@ import sqlalchemy as sa
 
 from server.sandbox.stack import Stack
 from server.store.tables import BcSubscription
-from tests.service_bc.conftest import GB, inbox_rows, record_by_number, subscription_rows
+from tests.service_bc.conftest import (
+    GB,
+    client_state_at_bc,
+    inbox_rows,
+    record_by_number,
+    subscription_rows,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,11 +31,11 @@ async def post(
 
 
 def item(
-    sub: BcSubscription, record_id: str, *, client_state: str | None = "keep", **extra: Any
+    sub: BcSubscription, secret: str, record_id: str, *, client_state: str | None = "keep", **extra: Any
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "subscriptionId": sub.subscription_id,
-        "clientState": sub.client_state_secret if client_state == "keep" else client_state,
+        "clientState": secret if client_state == "keep" else client_state,
         "expirationDateTime": "2026-11-28T09:00:00Z",
         "resource": f"api/v2.0/companies({GB})/{sub.entity}({record_id})",
         "changeType": "updated",
@@ -41,9 +47,11 @@ def item(
     return out
 
 
-async def customers_subscription(stack: Stack) -> BcSubscription:
+async def customers_subscription(stack: Stack) -> tuple[BcSubscription, str]:
+    """The customers subscription and its clientState (as BC holds it: our store keeps a hash)."""
     await stack.run("subscriptions")
-    return next(s for s in subscription_rows(stack, "active") if s.entity == "customers")
+    sub = next(s for s in subscription_rows(stack, "active") if s.entity == "customers")
+    return sub, client_state_at_bc(stack, sub)
 
 
 @pytest.mark.parametrize("method", ["POST", "GET"])
@@ -67,28 +75,28 @@ async def test_handshake_token_with_markup_is_only_ever_text(lite_stack: Stack) 
 
 
 async def test_wrong_missing_or_unknown_client_state_is_refused_and_nothing_stored(stack: Stack) -> None:
-    sub = await customers_subscription(stack)
+    sub, secret = await customers_subscription(stack)
     adatum = record_by_number(stack, "customers", "C10000")["id"]
-    wrong = await post(stack, {"value": [item(sub, adatum, client_state="not-the-secret")]})
-    missing = await post(stack, {"value": [item(sub, adatum, client_state=None)]})
-    unknown = await post(stack, {"value": [item(sub, adatum, subscriptionId="0" * 32)]})
+    wrong = await post(stack, {"value": [item(sub, secret, adatum, client_state="not-the-secret")]})
+    missing = await post(stack, {"value": [item(sub, secret, adatum, client_state=None)]})
+    unknown = await post(stack, {"value": [item(sub, secret, adatum, subscriptionId="0" * 32)]})
     for response in (wrong, missing, unknown):
         assert response.status_code == 403
-        assert sub.client_state_secret not in response.text
+        assert secret not in response.text
     assert inbox_rows(stack) == []
 
 
 async def test_mixed_batch_stores_only_the_good_items_and_answers_202(lite_stack: Stack) -> None:
-    sub = await customers_subscription(lite_stack)
+    sub, secret = await customers_subscription(lite_stack)
     adatum = record_by_number(lite_stack, "customers", "C10000")["id"]
     trey = record_by_number(lite_stack, "customers", "C10010")["id"]
     other_company = "00000000-0000-4000-8000-000000000001"
     body = {
         "value": [
-            item(sub, adatum),
-            item(sub, trey, client_state="forged"),
-            item(sub, trey, resource=f"api/v2.0/companies({other_company})/customers({trey})"),
-            item(sub, trey, changeType="exploded"),
+            item(sub, secret, adatum),
+            item(sub, secret, trey, client_state="forged"),
+            item(sub, secret, trey, resource=f"api/v2.0/companies({other_company})/customers({trey})"),
+            item(sub, secret, trey, changeType="exploded"),
         ]
     }
     response = await post(lite_stack, body)
@@ -106,24 +114,24 @@ async def test_malformed_json_is_400(lite_stack: Stack) -> None:
 
 
 async def test_redelivery_of_the_same_notification_is_stored_once(stack: Stack) -> None:
-    sub = await customers_subscription(stack)
+    sub, secret = await customers_subscription(stack)
     adatum = record_by_number(stack, "customers", "C10000")["id"]
-    body = {"value": [item(sub, adatum)]}
+    body = {"value": [item(sub, secret, adatum)]}
     assert (await post(stack, body)).status_code == 202
     assert (await post(stack, body)).status_code == 202
     assert len(inbox_rows(stack)) == 1
 
 
 async def test_database_failure_answers_503_so_bc_retries(lite_stack: Stack) -> None:
-    sub = await customers_subscription(lite_stack)
+    sub, secret = await customers_subscription(lite_stack)
     adatum = record_by_number(lite_stack, "customers", "C10000")["id"]
     with lite_stack.services.db.begin() as conn:
         conn.execute(sa.text("ALTER TABLE notification_inbox RENAME TO notification_inbox_away"))
-    response = await post(lite_stack, {"value": [item(sub, adatum)]})
+    response = await post(lite_stack, {"value": [item(sub, secret, adatum)]})
     assert response.status_code == 503  # 5xx: BC retries for 36 hours; a 4xx would delete the subscription
     with lite_stack.services.db.begin() as conn:
         conn.execute(sa.text("ALTER TABLE notification_inbox_away RENAME TO notification_inbox"))
-    assert (await post(lite_stack, {"value": [item(sub, adatum)]})).status_code == 202
+    assert (await post(lite_stack, {"value": [item(sub, secret, adatum)]})).status_code == 202
     assert len(inbox_rows(lite_stack)) == 1
 
 

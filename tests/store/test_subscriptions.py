@@ -15,6 +15,8 @@ RESOURCE = "/api/v2.0/companies(c1)/customers"
 
 
 def test_lifecycle_and_client_state(engine: Engine, clock: ManualClock) -> None:
+    secret = subs.new_client_state()
+    assert 40 <= len(secret) <= 250  # bc-api.md b: keep clientState <= 250 characters
     with session_scope(engine) as session:
         row = subs.create_pending_subscription(
             session,
@@ -22,10 +24,14 @@ def test_lifecycle_and_client_state(engine: Engine, clock: ManualClock) -> None:
             entity="customers",
             resource=RESOURCE,
             notification_url="https://connector.example/webhooks/bc",
+            client_state=secret,
             now=clock.now(),
         )
-    secret = subs.client_state_of(row)
-    assert 40 <= len(secret) <= 250
+    # Only the hash is kept: the secret itself is nowhere in the row.
+    assert row.client_state_hash == subs.hash_client_state(secret)
+    assert secret not in repr(row.model_dump())
+    other_secret = subs.new_client_state()
+    assert other_secret != secret
     with session_scope(engine) as session:
         other = subs.create_pending_subscription(
             session,
@@ -33,9 +39,10 @@ def test_lifecycle_and_client_state(engine: Engine, clock: ManualClock) -> None:
             entity="vendors",
             resource=RESOURCE,
             notification_url="https://connector.example/webhooks/bc",
+            client_state=other_secret,
             now=clock.now(),
         )
-    assert subs.client_state_of(other) != secret
+    assert not subs.client_state_matches(other, secret)
     assert row.id is not None
     with session_scope(engine) as session:
         subs.activate_subscription(
@@ -73,6 +80,7 @@ def test_bad_status_is_refused(engine: Engine, clock: ManualClock) -> None:
             entity="customers",
             resource=RESOURCE,
             notification_url="https://x/y",
+            client_state=subs.new_client_state(),
             now=clock.now(),
         )
         assert row.id is not None
