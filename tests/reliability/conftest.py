@@ -266,12 +266,16 @@ class World:
         return all(r["status"] in FINAL for r in rows)
 
     def secrets(self) -> dict[str, str]:
-        return {
+        found = {
             "api token": self.api_token,
             "BC client secret": self.bc.client_secret,
             "Twilio API key secret": self.twilio.api_key_secret,
             "Twilio auth token": self.twilio.auth_token,
         }
+        # Each webhook subscription's clientState (the store keeps only its hash).
+        for sub in self.bc.subscriptions():
+            found[f"clientState of subscription {sub['subscriptionId']}"] = sub["clientState"]
+        return found
 
     def assert_no_secrets_at_rest(self) -> int:
         """No secret in the connector's log output or (SQLite) its database file; returns bytes read."""
