@@ -26,6 +26,7 @@ No database transaction is held across a call to BC or Twilio.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import Callable, Collection, Mapping
@@ -34,6 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
+from cryptography.fernet import InvalidToken, MultiFernet
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -49,6 +51,7 @@ from server.bc.errors import (
 from server.bc.models import BCRecord
 from server.clock import Clock
 from server.crashpoints import crash_point
+from server.credentials import CredentialError, cipher_for, load_keys
 from server.logs import get_logger
 from server.settings import Settings
 from server.store.audit import record_audit
@@ -67,8 +70,6 @@ TERMINAL = frozenset({"written", "conflict", "rejected", "code_expired", "expire
 OPEN = ("new", "pending")
 _CODE = re.compile(r"^[0-9]{4,10}$")
 BANK_ENTITY = "vendorBankAccounts"
-# Covers a Verify check and a BC write with its retries; released as soon as the confirmation ends.
-CONFIRM_LEASE = timedelta(minutes=3)
 
 
 # -- errors -----------------------------------------------------------------------------------------
@@ -92,6 +93,10 @@ class ChangeNotFoundError(ChangeError):
 
 class ChangeStateError(ChangeError):
     """The change is not in a state that allows this step (API 409)."""
+
+
+class ChangeConfigError(ChangeError):
+    """The service cannot keep a change safely (no encryption key): an operator must fix settings."""
 
 
 class UpstreamError(ChangeError):
@@ -391,6 +396,29 @@ class ConfirmOutcome:
     message: str
 
 
+SEALED_KEY = "fernet"
+
+
+def seal_values(cipher: MultiFernet, values: Mapping[str, Any]) -> dict[str, str]:
+    """Proposed values (a new IBAN, a bank account number) are stored encrypted at rest."""
+    plain = json.dumps(dict(values), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return {SEALED_KEY: cipher.encrypt(plain).decode("ascii")}
+
+
+def open_values(cipher: MultiFernet, stored: Mapping[str, Any]) -> dict[str, Any]:
+    token = stored.get(SEALED_KEY)
+    if not isinstance(token, str) or len(stored) != 1:
+        return dict(stored)  # written before values were sealed
+    try:
+        values: dict[str, Any] = json.loads(cipher.decrypt(token.encode("ascii")))
+    except InvalidToken as exc:
+        raise ChangeConfigError(
+            "none of the configured keys decrypts this change's values (a key was removed before "
+            "`credentials rotate-key`, or the wrong key is set)"
+        ) from exc
+    return values
+
+
 class ChangeGate:
     """Propose and confirm changes. One per request is fine: it holds only references."""
 
@@ -402,6 +430,20 @@ class ChangeGate:
         self.db = db
         self.bc = bc
         self.twilio = twilio
+        self._cipher: MultiFernet | None = None
+
+    @property
+    def cipher(self) -> MultiFernet:
+        """The credential keys also seal proposed values; without a key no change is accepted."""
+        if self._cipher is None:
+            try:
+                self._cipher = cipher_for(load_keys(self.settings))
+            except CredentialError as exc:
+                raise ChangeConfigError(f"proposed values are stored encrypted: {exc}") from exc
+        return self._cipher
+
+    def values_of(self, change: PendingChange) -> dict[str, Any]:
+        return open_values(self.cipher, change.changes)
 
     @classmethod
     def from_services(cls, services: Any) -> ChangeGate:
@@ -565,7 +607,7 @@ class ChangeGate:
             company_id=valid.company_id,
             entity=valid.entity,
             record_id=valid.record_id,
-            changes=valid.changes,
+            changes=seal_values(self.cipher, valid.changes),
             etag=etag,
             approver=valid.approver,
             approver_role=valid.approver_role,
@@ -625,9 +667,10 @@ class ChangeGate:
         `code_expired` before the approved one records `approved`."""
         with session_scope(self.db) as session:
             if take:
-                grant = acquire_lease(
-                    session, f"change:{change_id}", holder, now=self.clock.now(), ttl=CONFIRM_LEASE
-                )
+                # The same bound as a 'writing' change: past it the confirmer is taken for dead (a
+                # crash mid-write), so a retried confirmation is not locked out for longer.
+                ttl = timedelta(seconds=self.settings.changes.write_lease_seconds)
+                grant = acquire_lease(session, f"change:{change_id}", holder, now=self.clock.now(), ttl=ttl)
                 return grant is not None
             return release_lease(session, f"change:{change_id}", holder)
 
@@ -752,7 +795,7 @@ class ChangeGate:
         crash_point("change.approved")
         try:
             written = await self.bc.patch_record(
-                entity_set, change.company_id, change.record_id, change.changes, etag=change.etag
+                entity_set, change.company_id, change.record_id, self.values_of(change), etag=change.etag
             )
         except EntityChangedError:
             if await self._already_applied(entity_set, change):
@@ -800,18 +843,18 @@ class ChangeGate:
         except BCError:
             return False
         current = record.to_json()
-        return all(str(current.get(name)) == str(value) for name, value in change.changes.items())
+        return all(str(current.get(name)) == str(value) for name, value in self.values_of(change).items())
 
 
-def change_summary(change: PendingChange) -> Mapping[str, Any]:
-    """The change as the API and CLI show it."""
+def change_summary(change: PendingChange, values: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The change as the API and CLI show it; `values` are its opened values (ChangeGate.values_of)."""
     return {
         "id": change.id,
         "status": change.status,
         "entity": change.entity,
         "company_id": change.company_id,
         "record_id": change.record_id,
-        "changes": dict(change.changes),
+        "changes": dict(values),
         "approver": change.approver,
         "approver_role": change.approver_role,
         "channel": change.channel,

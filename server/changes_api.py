@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.auth import make_bearer_guard_for_app
 from server.changes import (
+    ChangeConfigError,
     ChangeError,
     ChangeGate,
     ChangeInputError,
@@ -96,7 +97,7 @@ def _http_error(exc: ChangeError) -> HTTPException:
         return NotFoundException(detail=str(exc))
     if isinstance(exc, ChangeStateError):
         return HTTPException(status_code=409, detail=str(exc))
-    if isinstance(exc, UpstreamError):
+    if isinstance(exc, UpstreamError | ChangeConfigError):
         return ServiceUnavailableException(detail=str(exc))
     return HTTPException(status_code=500, detail=str(exc))
 
@@ -107,26 +108,27 @@ class ChangesController(Controller):
 
     @post("/", status_code=201)
     async def propose(self, services: NamedDependency[Services], data: JSONBody[ChangeRequest]) -> ChangeOut:
+        gate = ChangeGate.from_services(services)
         try:
-            change = await ChangeGate.from_services(services).propose(data)
+            change = await gate.propose(data)
+            return ChangeOut.model_validate(change_summary(change, gate.values_of(change)))
         except ChangeError as exc:
             raise _http_error(exc) from exc
-        return ChangeOut.model_validate(change_summary(change))
 
     @post("/{change_id:int}/confirm")
     async def confirm(
         self, services: NamedDependency[Services], change_id: FromPath[int], data: JSONBody[ConfirmIn]
     ) -> Response[ConfirmOut]:
+        gate = ChangeGate.from_services(services)
         try:
-            result = await ChangeGate.from_services(services).confirm(
-                change_id, data.code, actor=data.confirmed_by
-            )
+            result = await gate.confirm(change_id, data.code, actor=data.confirmed_by)
+            values = gate.values_of(result.change)
         except ChangeError as exc:
             raise _http_error(exc) from exc
         body = ConfirmOut(
             outcome=result.outcome,
             message=result.message,
-            change=ChangeOut.model_validate(change_summary(result.change)),
+            change=ChangeOut.model_validate(change_summary(result.change, values)),
         )
         return Response(body, status_code=OUTCOME_STATUS.get(result.outcome, 200))
 
@@ -146,7 +148,11 @@ class ChangesController(Controller):
         expire_due(services.db, services.clock.now())
         with read_scope(services.db) as session:
             rows = list_changes(session, statuses=status, limit=limit + 1, before_id=cursor)
-            items: list[Any] = [change_summary(r) for r in rows[:limit]]
+            gate = ChangeGate.from_services(services)
+            try:
+                items: list[Any] = [change_summary(r, gate.values_of(r)) for r in rows[:limit]]
+            except ChangeError as exc:
+                raise _http_error(exc) from exc
             next_cursor = rows[limit - 1].id if len(rows) > limit else None
         return ChangePageOut.model_validate({"items": items, "next_cursor": next_cursor})
 
@@ -157,7 +163,11 @@ class ChangesController(Controller):
             change = get_change(session, change_id)
             if change is None:
                 raise NotFoundException(detail=f"no change with id {change_id}")
-            return ChangeOut.model_validate(change_summary(change))
+            gate = ChangeGate.from_services(services)
+            try:
+                return ChangeOut.model_validate(change_summary(change, gate.values_of(change)))
+            except ChangeError as exc:
+                raise _http_error(exc) from exc
 
 
 ROUTES = [ChangesController]

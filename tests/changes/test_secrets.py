@@ -188,6 +188,9 @@ async def test_no_secret_or_code_anywhere_after_a_full_run(
     for secret in secrets:
         assert secret not in everything
         assert secret not in stored
+    # The proposed bank details are sealed at rest (the API shows them to bearer holders only).
+    assert "GB82WEST12345698765432" not in stored
+    assert "GB82WEST12345698765432" not in audit
     searchable = "\n".join([without_timestamps(logs), *outputs, audit])
     for one_time in (code, second_code):
         assert not re.search(rf"(?<!\d){one_time}(?!\d)", searchable)

@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from server.crashpoints import CRASH_EXIT_CODE
 from server.sandbox.bc import BCSimulator
@@ -43,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RULES = HERE / "rules"
 TEMPLATES = HERE / "templates"
+SECRET_KEY = Fernet.generate_key().decode()
 SOAK = max(1, int(os.environ.get("MLC_SOAK", "1") or "1"))
 FINAL = frozenset({"delivered", "undelivered", "failed", "skipped", "opted_out"})
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -332,6 +334,9 @@ def connector_env(
         "MLC_DATABASE_URL": database_url,
         "MLC_PUBLIC_BASE_URL": url,
         "MLC_API_TOKEN": api_token,
+        # Credentials and proposed bank details are stored encrypted with this key (the same one
+        # across restarts, as an operator's key file would be).
+        "MLC_SECRET_KEY": SECRET_KEY,
         "MLC_RULES_DIR": str(RULES),
         "MLC_TEMPLATES_DIR": str(TEMPLATES),
         "MLC_FETCH_INTERVAL_SECONDS": "0.1",
