@@ -25,7 +25,7 @@ from litestar import Request, Response, route
 from litestar.di import NamedDependency
 from litestar.enums import MediaType
 from litestar.types import ControllerRouterHandler
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from server.bc.models import NotificationItem
@@ -67,26 +67,39 @@ def parse_body(raw: bytes) -> list[Any]:
     return items
 
 
+ITEMS = TypeAdapter(list[NotificationItem])
+
+
 def check_items(services: Services, raw_items: list[Any]) -> Verdict:
     """Validate each item and its clientState against the stored subscription (constant time)."""
     parsed: list[tuple[int, NotificationItem]] = []
     dropped: list[tuple[int, str]] = []
-    for n, raw in enumerate(raw_items):
-        try:
-            parsed.append((n, NotificationItem.model_validate(raw)))
-        except ValidationError as exc:
-            fields = ", ".join(".".join(str(p) for p in e["loc"]) or "item" for e in exc.errors())
-            dropped.append((n, f"malformed item ({fields})"))
+    try:
+        # One validation for the whole batch (BC sends up to hundreds of items per POST) ...
+        parsed = list(enumerate(ITEMS.validate_python(raw_items)))
+    except ValidationError:
+        # ... and item by item only when something is malformed, to drop just those.
+        for n, raw in enumerate(raw_items):
+            try:
+                parsed.append((n, NotificationItem.model_validate(raw)))
+            except ValidationError as exc:
+                fields = ", ".join(".".join(str(p) for p in e["loc"]) or "item" for e in exc.errors())
+                dropped.append((n, f"malformed item ({fields})"))
     with read_scope(services.db) as session:
         subscriptions = get_by_subscription_ids(session, (item.subscriptionId for _, item in parsed))
         session.expunge_all()  # keep the rows readable after the read transaction ends
     accepted: list[NotificationIn] = []
+    # A batch repeats one clientState per subscription: hash and compare each distinct pair once.
+    matches: dict[tuple[str, str | None], bool] = {}
     for n, item in parsed:
         sub = subscriptions.get(item.subscriptionId)
         if sub is None or sub.status not in LIVE_STATUSES:
             dropped.append((n, "unknown subscription"))
             continue
-        if not client_state_matches(sub, item.clientState):
+        key = (item.subscriptionId, item.clientState)
+        if key not in matches:
+            matches[key] = client_state_matches(sub, item.clientState)
+        if not matches[key]:
             dropped.append((n, "clientState does not match"))
             continue
         ref = parse_resource(item.resource)
