@@ -16,6 +16,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from pydantic import BaseModel
 
 from server.auth import make_bearer_guard_for_app
+from server.params import Cursor
 from server.services import Services
 from server.store.db import read_scope
 from server.store.messages import MessageFilter, get_message, list_messages
@@ -137,7 +138,7 @@ class MessagesController(Controller):
         created_from: Annotated[datetime | None, QueryParameter(name="from")] = None,
         created_to: Annotated[datetime | None, QueryParameter(name="to")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: Annotated[int | None, QueryParameter(ge=1)] = None,
+        cursor: Cursor = None,
     ) -> MessagePageOut:
         unknown = sorted(set(status or ()) - STATUSES)
         if unknown:

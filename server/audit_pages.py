@@ -31,6 +31,7 @@ from litestar.static_files import create_static_files_router
 from server.api import event_out, message_out
 from server.auth import bearer_from_header, token_matches
 from server.logs import get_logger
+from server.params import Cursor
 from server.services import Services
 from server.store.db import read_scope
 from server.store.messages import MessageFilter, count_by_status, get_message, list_messages
@@ -140,7 +141,7 @@ def audit_list(
     rule: FromQuery[str | None] = None,
     entity: FromQuery[str | None] = None,
     q: FromQuery[str | None] = None,
-    cursor: FromQuery[int | None] = None,
+    cursor: Cursor = None,
 ) -> Response[str]:
     zone = ZoneInfo(services.settings.business_timezone)
     statuses = _clean(status)

@@ -19,7 +19,7 @@ from litestar.exceptions import (
     ServiceUnavailableException,
     ValidationException,
 )
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.auth import make_bearer_guard_for_app
@@ -37,6 +37,7 @@ from server.changes import (
     get_change,
     list_changes,
 )
+from server.params import Cursor, RowId
 from server.services import Services
 from server.store.db import read_scope
 from server.store.tables import CHANGE_STATUSES
@@ -117,7 +118,7 @@ class ChangesController(Controller):
 
     @post("/{change_id:int}/confirm")
     async def confirm(
-        self, services: NamedDependency[Services], change_id: FromPath[int], data: JSONBody[ConfirmIn]
+        self, services: NamedDependency[Services], change_id: RowId, data: JSONBody[ConfirmIn]
     ) -> Response[ConfirmOut]:
         gate = ChangeGate.from_services(services)
         try:
@@ -138,7 +139,7 @@ class ChangesController(Controller):
         services: NamedDependency[Services],
         status: Annotated[list[str] | None, QueryParameter(description="One or more statuses")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: Annotated[int | None, QueryParameter(ge=1)] = None,
+        cursor: Cursor = None,
     ) -> ChangePageOut:
         unknown = sorted(set(status or ()) - set(CHANGE_STATUSES))
         if unknown:
@@ -157,7 +158,7 @@ class ChangesController(Controller):
         return ChangePageOut.model_validate({"items": items, "next_cursor": next_cursor})
 
     @get("/{change_id:int}", sync_to_thread=True)
-    def get_handler(self, services: NamedDependency[Services], change_id: FromPath[int]) -> ChangeOut:
+    def get_handler(self, services: NamedDependency[Services], change_id: RowId) -> ChangeOut:
         expire_due(services.db, services.clock.now())
         with read_scope(services.db) as session:
             change = get_change(session, change_id)

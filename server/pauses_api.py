@@ -16,10 +16,11 @@ from zoneinfo import ZoneInfo
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.auth import make_bearer_guard_for_app
+from server.params import RowId
 from server.pauses import PauseError, add_pause, lift_pause, list_pauses, parse_until
 from server.services import Services
 from server.store.db import read_scope, session_scope
@@ -104,7 +105,7 @@ class PausesController(Controller):
             raise ValidationException(detail=str(exc)) from None
 
     @post("/{pause_id:int}/lift", sync_to_thread=True, status_code=200)
-    def lift_handler(self, services: NamedDependency[Services], pause_id: FromPath[int]) -> PauseOut:
+    def lift_handler(self, services: NamedDependency[Services], pause_id: RowId) -> PauseOut:
         now = services.clock.now()
         with session_scope(services.db) as session:
             row = lift_pause(session, pause_id, by="api", now=now)

@@ -41,3 +41,19 @@ async def test_read_api_names_the_bad_field(stack: Stack) -> None:
         assert "limit" in bad_limit.text
         missing = await http.get("/api/messages/mlc-nope")
         assert missing.status_code == 404
+
+
+async def test_ids_beyond_the_database_integer_are_a_400_not_a_500(stack: Stack) -> None:
+    # Found by the HTTP fuzzer: /api/pauses/1180591620717411303424/lift answered 500.
+    huge = str(2**70)
+    headers = {"Authorization": f"Bearer {stack.api_token}"}
+    async with httpx.AsyncClient(base_url=stack.url, headers=headers) as http:
+        answers = [
+            await http.post(f"/api/pauses/{huge}/lift"),
+            await http.get(f"/api/changes/{huge}"),
+            await http.post(f"/api/changes/{huge}/confirm", json={"code": "123456"}),
+            await http.get("/api/messages", params={"cursor": huge}),
+            await http.get("/api/changes", params={"cursor": huge}),
+        ]
+        assert [a.status_code for a in answers] == [400] * len(answers)
+        assert all("2147483647" in a.text for a in answers)
