@@ -45,7 +45,7 @@ rules-check: setup
 	$(BIN)/ml-connector rules test rules/tests
 
 pytest: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2  # two workers: most tests wait on loopback HTTP and subprocesses
 
 test: lint typecheck rules-check pytest
 
