@@ -13,12 +13,16 @@ evaluation.evaluate_and_store.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
 from engine.evaluate import PlannedMessage
+from server.dunning import DunningSettings
 from server.evaluation import change_from_record, evaluate_and_store, groups_on_sweep, insert_grouped
 from server.logs import get_logger
 from server.services import Services
@@ -62,6 +66,37 @@ def record_sweep(session: Session, company_id: str, at: datetime) -> None:
             update_columns=["last_modified", "updated_at"],
         )
     )
+
+
+# What the end-of-sweep steps read from a held reminder's record (engine.grouping, engine.pauses,
+# server.dunning's payment grace); the configured BC switch field is added to these.
+HELD_FIELDS = (
+    "id",
+    "number",
+    "customerId",
+    "customerNumber",
+    "dueDate",
+    "currencyCode",
+    "remainingAmount",
+    "totalAmountIncludingTax",
+)
+
+
+def held_fields(suppress_field: str | None) -> frozenset[str]:
+    extra = {suppress_field.split(".")[0]} if suppress_field else set()
+    return frozenset(HELD_FIELDS) | extra
+
+
+def slim_held(message: PlannedMessage, customers: dict[str, Any], keep: frozenset[str]) -> PlannedMessage:
+    record = message.record
+    if record is None:
+        return message
+    slim = {k: record[k] for k in keep if k in record and k != "customer"}
+    customer = record.get("customer")
+    if isinstance(customer, Mapping):
+        owner = str(customer.get("id") or record.get("customerId") or "")
+        slim["customer"] = customers.setdefault(owner, customer) if owner else customer
+    return replace(message, record=slim)
 
 
 class Sweeper:
@@ -136,6 +171,10 @@ class Sweeper:
         evaluated = 0
         hold = groups_on_sweep(services.ruleset)
         held: list[PlannedMessage] = []
+        # Held messages wait for the end of the sweep: keep only what grouping, pauses, grace and the
+        # BC switch read, and one copy of each customer, so memory does not grow with the invoices.
+        customers: dict[str, Any] = {}
+        keep = held_fields(DunningSettings().suppress_field)
         async for page in services.bc.iter_pages(url, params, page_size=self.page_size):
             records = [target.model.model_validate(raw) for raw in page]
             changes = [change_from_record(r, ("sweep",)) for r in records if r.id]
@@ -152,7 +191,7 @@ class Sweeper:
                 store_snapshots=False,
                 hold=hold,
             )
-            held.extend(result.held)
+            held.extend(slim_held(m, customers, keep) for m in result.held)
             evaluated += result.records
             if result.inserted:
                 services.wake("dispatcher")
