@@ -42,8 +42,9 @@ from server.sendwindow import hold_until_for_row
 from server.services import Services
 from server.settings import Settings
 from server.store import optouts, outbox
-from server.store.db import session_scope
-from server.store.states import Channel
+from server.store.db import read_scope, session_scope
+from server.store.messages import count_by_status
+from server.store.states import Channel, MessageStatus
 from server.store.tables import OutboxMessage
 from server.twilio.errors import (
     ConfigurationError,
@@ -56,6 +57,9 @@ from server.twilio.errors import (
 )
 from server.twilio.twiml import say_twiml
 from server.webhooks_twilio import STATUS_PATH, sender_key
+
+# What `drain` waits for: jobs still to be sent or whose send is under way.
+DRAIN_PENDING = (MessageStatus.PLANNED, MessageStatus.HELD, MessageStatus.SUBMITTING)
 
 log = get_logger("ml_connector.dispatcher")
 
@@ -147,6 +151,25 @@ class Dispatcher:
         self.last_pass = PassReport()
 
     # ------------------------------------------------------------------ the pass
+
+    async def drain(self, *, within: float, idle: float = 0.01) -> tuple[int, int]:
+        """Pass after pass until no job is left to send (planned, held, submitting) anywhere: for
+        batch runs (several processes sharing one queue) and tests. Returns (sent, passes);
+        TimeoutError when jobs are still pending after `within` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        sent = passes = 0
+        while loop.time() < deadline:
+            passes += 1
+            if await self.run_once() > 0:
+                sent += self.last_pass.sent
+                continue
+            with read_scope(self.services.db) as session:
+                counts = count_by_status(session)
+            if not any(counts.get(status, 0) for status in DRAIN_PENDING):
+                return sent, passes
+            await asyncio.sleep(idle)  # another process may hold the rest of the claims
+        raise TimeoutError(f"jobs still pending after {within:.0f} s")
 
     async def run_once(self) -> int:
         report = PassReport()

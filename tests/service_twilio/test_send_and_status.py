@@ -82,3 +82,25 @@ async def test_the_runtime_worker_is_this_dispatcher(stack: Stack) -> None:
     insert(stack, row(1))
     assert await stack.run("dispatcher") == 1
     assert len(creates(stack)) == 1
+
+
+async def test_drain_sends_everything_then_gives_up_on_a_job_held_past_its_deadline(stack: Stack) -> None:
+    from datetime import timedelta
+
+    import pytest
+
+    from server.store import outbox
+    from server.store.db import session_scope
+
+    insert(stack, row(1), row(2))
+    dispatcher = make_dispatcher(stack)
+    sent, passes = await dispatcher.drain(within=30)
+    assert sent == 2 and passes >= 2  # one pass sends, a later one finds the queue empty
+    assert len(creates(stack)) == 2
+    [held] = insert(stack, row(3))
+    now = stack.clock.now()
+    with session_scope(stack.services.db) as session:
+        assert outbox.hold(session, held, until=now + timedelta(days=1), now=now)
+    with pytest.raises(TimeoutError, match="jobs still pending after 0 s"):
+        await dispatcher.drain(within=0.3)
+    assert len(creates(stack)) == 2  # a held job is waited for, never sent early
