@@ -13,6 +13,11 @@ verify_base_url, credentials, from_number, verify_service_sid) and serves until 
 same control surface is served over HTTP under `/_sim/...` (JSON, no auth: loopback only) so a
 sandbox process can drive it.
 
+IncomingPhoneNumbers (GET list, `PhoneNumber` filter, Twilio's paging envelope) is seeded with the
+configured sender numbers, each able to text and call; `set_incoming_number` / `remove_incoming_number`
+(or POST /_sim/incoming-numbers) change that. Messaging Services (messaging.twilio.com) are not served:
+the reference does not cover that API.
+
 Faithfulness (contract: ../shared/reference/twilio-api.md and the OpenAPI subsets): HTTP Basic with
 AccountSid:AuthToken or ApiKeySid:Secret (else 401 / 20003); only form bodies are read (a JSON body
 gets 21604 'To' required); Twilio's error body; 201 on create; RFC 2822 dates on Messages/Calls,
@@ -374,6 +379,22 @@ class TwilioSimulator:
                 MessageOutcome(outcome), error_code, CallOutcome(call_outcome)
             )
 
+    def incoming_numbers(self) -> list[dict[str, Any]]:
+        """The account's phone numbers as IncomingPhoneNumbers serves them."""
+        with self.state.lock:
+            return [self.state.incoming_number_json(n) for n in self.state.incoming.values()]
+
+    def set_incoming_number(
+        self, number: str, *, sms: bool = True, voice: bool = True, mms: bool = True, fax: bool = False
+    ) -> str:
+        """Give the account `number` (E.164) with these capabilities, or change them. Returns its PN sid.
+        A number without SMS is refused as a From (21606), as Twilio does."""
+        return self.state.set_incoming_number(number, sms=sms, voice=voice, mms=mms, fax=fax).sid
+
+    def remove_incoming_number(self, number: str) -> bool:
+        """Release `number`: the account no longer owns it. False if it did not."""
+        return self.state.remove_incoming_number(number)
+
     def fail_next(
         self, count: int, *, status: int = 500, code: int | None = None, retry_after: float | None = None
     ) -> None:
@@ -628,6 +649,8 @@ class TwilioSimulator:
                     return state.list_messages(query, path)
             if len(rest) == 2 and rest[0] == "Messages" and rest[1].endswith(".json") and method == "GET":
                 return state.fetch_message(rest[1].removesuffix(".json"), path)
+            if rest == ["IncomingPhoneNumbers.json"] and method == "GET":
+                return state.list_incoming_numbers(query, path)
             if rest == ["Calls.json"] and method == "POST":
                 return state.create_call(form)
             if len(rest) == 2 and rest[0] == "Calls" and rest[1].endswith(".json") and method == "GET":
@@ -669,6 +692,7 @@ class TwilioSimulator:
                     "messages": self.messages,
                     "calls": self.calls,
                     "verifications": self.verifications,
+                    "incoming-numbers": self.incoming_numbers,
                 }
                 if op in getters:
                     return 200, {"items": getters[op]()} if op != "info" else getters[op]()
@@ -704,6 +728,12 @@ class TwilioSimulator:
                         call_outcome=data.get("call_outcome", "completed"),
                     )
                     return 200, {"ok": True}
+                if op == "incoming-numbers":
+                    number = str(data["number"])
+                    if data.get("remove"):
+                        return 200, {"removed": self.remove_incoming_number(number)}
+                    flags = {k: bool(data.get(k, k != "fax")) for k in ("sms", "voice", "mms", "fax")}
+                    return 200, {"sid": self.set_incoming_number(number, **flags)}
                 if op == "callbacks":
                     self.set_callback_behaviour(
                         duplicates=int(data.get("duplicates", 0)), out_of_order=bool(data.get("out_of_order"))

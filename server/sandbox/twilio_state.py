@@ -13,11 +13,12 @@ import secrets
 import threading
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from server.clock import Clock, monotonic
@@ -219,6 +220,21 @@ class SimService:
 
 
 @dataclass
+class SimIncomingNumber:
+    """A number the account owns (IncomingPhoneNumber, PN...) and what it can do."""
+
+    sid: str
+    phone_number: str
+    sms: bool
+    voice: bool
+    mms: bool
+    fax: bool
+    date_created: datetime
+    date_updated: datetime
+    seq: int
+
+
+@dataclass
 class SimVerification:
     sid: str
     service_sid: str
@@ -301,6 +317,10 @@ class TwilioSimState:
         self.services[credentials.verify_service_sid] = SimService(
             credentials.verify_service_sid, "ml-connector sandbox", 6, True, now, now
         )
+        # The configured senders are numbers of the account, able to text and call.
+        self.incoming: dict[str, SimIncomingNumber] = {}
+        for number in sorted(n for n in self.numbers if E164.match(n)):  # not alphanumeric sender IDs
+            self.set_incoming_number(number)
 
     # ------------------------------------------------------------------ helpers
 
@@ -389,10 +409,103 @@ class TwilioSimState:
             "owner_account_sid": self.creds.account_sid,
             "sid": self.creds.account_sid,
             "status": "active",
-            "subresource_uris": {"messages": f"{base}/Messages.json", "calls": f"{base}/Calls.json"},
+            "subresource_uris": {
+                "messages": f"{base}/Messages.json",
+                "calls": f"{base}/Calls.json",
+                "incoming_phone_numbers": f"{base}/IncomingPhoneNumbers.json",
+            },
             "type": "Full",
             "uri": f"{base}.json",
         }
+
+    # ------------------------------------------------------------------ incoming phone numbers
+
+    def set_incoming_number(
+        self, number: str, *, sms: bool = True, voice: bool = True, mms: bool = True, fax: bool = False
+    ) -> SimIncomingNumber:
+        """Add a number to the account (or change its capabilities)."""
+        with self.lock:
+            if not E164.match(number):
+                raise ValueError(f"not an E.164 number: {number!r}")
+            now = self.clock.now()
+            existing = self.incoming.get(number)
+            entry = SimIncomingNumber(
+                sid=existing.sid if existing else new_sid("PN"),
+                phone_number=number,
+                sms=sms,
+                voice=voice,
+                mms=mms,
+                fax=fax,
+                date_created=existing.date_created if existing else now,
+                date_updated=now,
+                seq=existing.seq if existing else self._next_seq(),
+            )
+            self.incoming[number] = entry
+            self.numbers.add(number)
+            return entry
+
+    def remove_incoming_number(self, number: str) -> bool:
+        """Release a number: it no longer belongs to the account (sends from it get 21606 / 21210)."""
+        with self.lock:
+            self.numbers.discard(number)
+            return self.incoming.pop(number, None) is not None
+
+    def incoming_number_json(self, n: SimIncomingNumber) -> dict[str, Any]:
+        # Field names as in the api.v2010.account.incoming_phone_number resource (twilio SDK 9.x and
+        # twilio-go models); the reference's OpenAPI subset does not carry this schema.
+        base = f"/2010-04-01/Accounts/{self.creds.account_sid}/IncomingPhoneNumbers/{n.sid}"
+        return {
+            "account_sid": self.creds.account_sid,
+            "address_requirements": "none",
+            "address_sid": None,
+            "api_version": API_VERSION,
+            "beta": False,
+            "bundle_sid": None,
+            "capabilities": {"fax": n.fax, "mms": n.mms, "sms": n.sms, "voice": n.voice},
+            "date_created": rfc2822(n.date_created),
+            "date_updated": rfc2822(n.date_updated),
+            "emergency_address_sid": None,
+            "emergency_address_status": "unregistered",
+            "emergency_status": "Inactive",
+            "friendly_name": n.phone_number,
+            "identity_sid": None,
+            "origin": "twilio",
+            "phone_number": n.phone_number,
+            "sid": n.sid,
+            "sms_application_sid": None,
+            "sms_fallback_method": "POST",
+            "sms_fallback_url": None,
+            "sms_method": "POST",
+            "sms_url": self.inbound_url,
+            "status": "in-use",
+            "status_callback": None,
+            "status_callback_method": "POST",
+            "subresource_uris": {"assigned_add_ons": f"{base}/AssignedAddOns.json"},
+            "trunk_sid": None,
+            "uri": f"{base}.json",
+            "voice_application_sid": None,
+            "voice_caller_id_lookup": False,
+            "voice_fallback_method": "POST",
+            "voice_fallback_url": None,
+            "voice_method": "POST",
+            "voice_receive_mode": "voice",
+            "voice_url": None,
+        }
+
+    def list_incoming_numbers(self, query: dict[str, list[str]], path: str) -> ApiResult:
+        """ReadIncomingPhoneNumber: `PhoneNumber` matches partial numbers, `*` standing for any one digit
+        (the SDK's parameter description), so a caller wanting one number must compare exactly."""
+        with self.lock:
+            items = sorted(self.incoming.values(), key=lambda n: (n.date_created, n.seq))
+            wanted = _first(query, "PhoneNumber")
+            if wanted:
+                pattern = re.compile("".join(r"\d" if ch == "*" else re.escape(ch) for ch in wanted))
+                items = [n for n in items if pattern.search(n.phone_number)]
+            friendly = _first(query, "FriendlyName")
+            if friendly:
+                items = [n for n in items if n.phone_number == friendly]
+            filters = [(k, v) for k in ("PhoneNumber", "FriendlyName") if (v := _first(query, k) or "")]
+            return _page(query, path, items, "incoming_phone_numbers", filters, self.incoming_number_json)
 
     # ------------------------------------------------------------------ messages
 
@@ -462,7 +575,8 @@ class TwilioSimState:
                     21212,
                     f"The 'From' number {from_} is not a valid phone number, shortcode, or alphanumeric sender ID.",
                 )
-            if from_ and from_ not in self.numbers:
+            owned = self.incoming.get(from_ or "")
+            if from_ and (from_ not in self.numbers or (owned is not None and not owned.sms)):
                 return twilio_error(
                     400,
                     21606,
@@ -570,13 +684,6 @@ class TwilioSimState:
 
     def list_messages(self, query: dict[str, list[str]], path: str) -> ApiResult:
         with self.lock:
-            try:
-                page_size = int(_first(query, "PageSize") or 50)
-                page = int(_first(query, "Page") or 0)
-            except ValueError:
-                return twilio_error(400, 20001, "Invalid PageSize or Page")
-            if not 1 <= page_size <= 1000 or page < 0:
-                return twilio_error(400, 20001, "PageSize must be 1..1000")
             items = sorted(self.messages.values(), key=lambda m: (m.date_created, m.seq), reverse=True)
             to, from_ = _first(query, "To"), _first(query, "From")
             if to:
@@ -590,38 +697,11 @@ class TwilioSimState:
                     if day is None:
                         return twilio_error(400, 20001, f"Invalid {key}: {raw}")
                     items = [m for m in items if m.date_sent and _compare_day(m.date_sent, day, op)]
-            token = _first(query, "PageToken")
-            if token and token.startswith("PA"):
-                after = token[2:]
-                sids = [m.sid for m in items]
-                start = sids.index(after) + 1 if after in sids else len(items)
-            else:
-                start = page * page_size
-            chunk = items[start : start + page_size]
             filters = [
                 (k, _first(query, k) or "") for k in ("To", "From", "DateSent", "DateSent<", "DateSent>")
             ]
             filters = [(k, v) for k, v in filters if v]
-
-            def uri(page_no: int, page_token: str | None = None) -> str:
-                params = [*filters, ("PageSize", str(page_size)), ("Page", str(page_no))]
-                if page_token:
-                    params.append(("PageToken", page_token))
-                return f"{path}?{urlencode(params)}"
-
-            has_more = start + page_size < len(items)
-            body = {
-                "end": start + len(chunk) - 1 if chunk else 0,
-                "first_page_uri": uri(0),
-                "next_page_uri": uri(page + 1, "PA" + chunk[-1].sid) if has_more and chunk else None,
-                "page": page,
-                "page_size": page_size,
-                "previous_page_uri": uri(page - 1) if page > 0 else None,
-                "start": start,
-                "uri": uri(page, token),
-                "messages": [self.message_json(m) for m in chunk],
-            }
-            return ApiResult(200, body)
+            return _page(query, path, items, "messages", filters, self.message_json)
 
     # ------------------------------------------------------------------ calls
 
@@ -1034,6 +1114,60 @@ class TwilioSimState:
             v.status = status
             v.date_updated = now
             return ApiResult(200, self.verification_json(v))
+
+
+class _Listed(Protocol):
+    sid: str
+
+
+_T = TypeVar("_T", bound=_Listed)
+
+
+def _page(
+    query: dict[str, list[str]],
+    path: str,
+    items: list[_T],
+    key: str,
+    filters: list[tuple[str, str]],
+    render: Callable[[_T], dict[str, Any]],
+) -> ApiResult:
+    """One page of a 2010-04-01 list in Twilio's envelope (ListMessageResponse in the OpenAPI subset):
+    Page/PageSize, and next_page_uri carrying a PageToken (PA + last sid) plus every filter."""
+    try:
+        page_size = int(_first(query, "PageSize") or 50)
+        page = int(_first(query, "Page") or 0)
+    except ValueError:
+        return twilio_error(400, 20001, "Invalid PageSize or Page")
+    if not 1 <= page_size <= 1000 or page < 0:
+        return twilio_error(400, 20001, "PageSize must be 1..1000")
+    token = _first(query, "PageToken")
+    if token and token.startswith("PA"):
+        after = token[2:]
+        sids = [item.sid for item in items]
+        start = sids.index(after) + 1 if after in sids else len(items)
+    else:
+        start = page * page_size
+    chunk = items[start : start + page_size]
+
+    def uri(page_no: int, page_token: str | None = None) -> str:
+        params = [*filters, ("PageSize", str(page_size)), ("Page", str(page_no))]
+        if page_token:
+            params.append(("PageToken", page_token))
+        return f"{path}?{urlencode(params)}"
+
+    has_more = start + page_size < len(items)
+    body = {
+        "end": start + len(chunk) - 1 if chunk else 0,
+        "first_page_uri": uri(0),
+        "next_page_uri": uri(page + 1, "PA" + chunk[-1].sid) if has_more and chunk else None,
+        "page": page,
+        "page_size": page_size,
+        "previous_page_uri": uri(page - 1) if page > 0 else None,
+        "start": start,
+        "uri": uri(page, token),
+        key: [render(item) for item in chunk],
+    }
+    return ApiResult(200, body)
 
 
 def _parse_day(raw: str) -> datetime | None:

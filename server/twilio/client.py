@@ -1,4 +1,5 @@
-"""Async Twilio REST client: Messages, Calls, Verify and Account, one method per remote operation.
+"""Async Twilio REST client: Messages, Calls, Verify, Account and its phone numbers, one method per
+remote operation.
 
 Why httpx and not the SDK's own HTTP client: the service is asyncio throughout and uses httpx for BC
 too (one HTTP stack, one set of timeouts and TLS settings); the SDK's async path pulls in aiohttp,
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import date, datetime
 from email.utils import parsedate_to_datetime
@@ -45,6 +47,7 @@ from server.twilio.errors import (
 from server.twilio.models import (
     AccountInfo,
     CallRecord,
+    IncomingNumber,
     MessageRecord,
     SendResult,
     VerificationResult,
@@ -52,6 +55,7 @@ from server.twilio.models import (
 )
 
 USER_AGENT = "ml-connector (httpx)"
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 CALL_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 VERIFY_CHANNELS = frozenset({"sms", "call", "email", "whatsapp", "sna", "auto"})
 
@@ -354,6 +358,32 @@ class TwilioClient:
         """Cheap authenticated GET: proves the base URL, the credentials and the account SID."""
         url = f"{self._api}{self._account_path}.json"
         return AccountInfo.model_validate(await self._request("fetch_account", "GET", url))
+
+    async def find_incoming_number(self, phone_number: str, *, page_size: int = 50) -> IncomingNumber | None:
+        """The account's IncomingPhoneNumber for this E.164 number, or None when the account does not own it.
+
+        Twilio's `PhoneNumber` filter matches partial numbers ('*' = any digit), so every page is read
+        and the number compared exactly. Errors are classified like every other call (errors.py): bad
+        credentials or a key not allowed to read numbers -> ConfigurationError, unreachable -> RetryableError.
+        """
+        if not E164.match(phone_number):
+            raise ValueError(
+                f"find_incoming_number needs an E.164 number (+ and digits), got {phone_number!r}"
+            )
+        if not 1 <= page_size <= 1000:
+            raise ValueError("page_size must be 1..1000")
+        url: str | None = f"{self._api}{self._account_path}/IncomingPhoneNumbers.json"
+        query: dict[str, str] | None = {"PhoneNumber": phone_number, "PageSize": str(page_size)}
+        while url:
+            page = await self._request("find_incoming_number", "GET", url, params=query)
+            for item in page.get("incoming_phone_numbers") or []:
+                number = IncomingNumber.model_validate(item)
+                if number.phone_number == phone_number:
+                    return number
+            next_uri = page.get("next_page_uri")
+            url = urljoin(self._api + "/", next_uri) if next_uri else None  # carries the filter
+            query = None
+        return None
 
     # ---------------------------------------------------------------- the one retry place
 

@@ -117,3 +117,35 @@ class AccountInfo(_Resource):
     friendly_name: str | None = None
     status: str | None = None
     type: str | None = None
+
+
+def _lower_keys(value: Any) -> Any:
+    # Twilio's number resources are not consistent about case (AvailablePhoneNumbers has answered
+    # "SMS"/"MMS"); reading the keys case-insensitively costs nothing. None means "not stated".
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k).lower(): v for k, v in value.items()}
+    return value
+
+
+class NumberCapabilities(_Resource):
+    """What a number can do (`capabilities` of an IncomingPhoneNumber); a missing flag means no."""
+
+    sms: bool = False
+    voice: bool = False
+    mms: bool = False
+    fax: bool = False
+
+
+class IncomingNumber(_Resource):
+    """An IncomingPhoneNumber (PN...): a phone number the account owns."""
+
+    sid: str
+    phone_number: str
+    account_sid: str | None = None
+    friendly_name: str | None = None
+    status: str | None = None
+    capabilities: Annotated[NumberCapabilities, BeforeValidator(_lower_keys)] = Field(
+        default_factory=NumberCapabilities
+    )

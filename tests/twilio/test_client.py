@@ -25,6 +25,7 @@ from server.twilio.errors import (
     callback_error_kind,
     error_from_response,
 )
+from server.twilio.models import IncomingNumber
 from server.twilio.twiml import say_twiml
 from tests.twilio.conftest import WebhookReceiver, make_config
 from tests.twilio.openapi_contract import TwilioContract
@@ -334,3 +335,66 @@ def _form(body: bytes) -> list[tuple[str, str]]:
     from urllib.parse import parse_qsl
 
     return parse_qsl(body.decode(), keep_blank_values=True)
+
+
+async def test_find_incoming_number_returns_the_owned_number_with_its_capabilities(
+    sim: TwilioSimulator, twilio: TwilioClient
+) -> None:
+    sim.set_incoming_number("+447700900101", sms=False)
+    owned = await twilio.find_incoming_number(sim.from_number)
+    assert owned is not None and owned.phone_number == sim.from_number and owned.sid.startswith("PN")
+    assert (owned.capabilities.sms, owned.capabilities.voice, owned.capabilities.fax) == (True, True, False)
+    no_sms = await twilio.find_incoming_number("+447700900101")
+    assert no_sms is not None and (no_sms.capabilities.sms, no_sms.capabilities.voice) == (False, True)
+    assert await twilio.find_incoming_number("+447700900999") is None
+    (request, *_) = sim.requests(path_contains="/IncomingPhoneNumbers.json")
+    assert request.method == "GET" and ("PhoneNumber", sim.from_number) in request.query
+    assert request.auth_user == sim.api_key_sid
+
+
+async def test_find_incoming_number_compares_exactly_across_pages(sim: TwilioSimulator) -> None:
+    # Twilio's PhoneNumber filter matches partial numbers: a longer number containing the wanted one
+    # comes back first, the wanted one only on the second page.
+    sim.set_incoming_number("+4477009001015")
+    async with client_with(sim) as client:
+        assert await client.find_incoming_number("+447700900101", page_size=1) is None
+        sim.set_incoming_number("+447700900101")
+        found = await client.find_incoming_number("+447700900101", page_size=1)
+    assert found is not None and found.phone_number == "+447700900101"
+    pages = sim.requests(path_contains="/IncomingPhoneNumbers.json")
+    assert len(pages) == 3  # one page before the number existed, two after
+    assert ("PageToken", "PA" + sim.incoming_numbers()[1]["sid"]) in pages[2].query
+
+
+async def test_find_incoming_number_errors_go_through_the_error_tree(sim: TwilioSimulator) -> None:
+    async with client_with(sim, api_key_secret="wrong") as client:
+        with pytest.raises(ConfigurationError) as caught:
+            await client.find_incoming_number(sim.from_number)
+    assert (caught.value.status, caught.value.code, caught.value.operation) == (
+        401,
+        20003,
+        "find_incoming_number",
+    )
+    sim.fail_next(1, status=503)
+    async with client_with(sim) as client:
+        assert await client.find_incoming_number(sim.from_number) is not None  # a GET: retried
+        sim.fail_next(4, status=503)  # max_attempts in make_config
+        with pytest.raises(RetryableError):
+            await client.find_incoming_number(sim.from_number)
+        with pytest.raises(ValueError, match=r"E\.164"):
+            await client.find_incoming_number("07700 900101")
+
+
+def test_capabilities_are_read_case_insensitively() -> None:
+    number = IncomingNumber.model_validate(
+        {"sid": "PN" + "0" * 32, "phone_number": TO, "capabilities": {"SMS": True, "voice": False}}
+    )
+    assert (number.capabilities.sms, number.capabilities.voice, number.capabilities.mms) == (
+        True,
+        False,
+        False,
+    )
+    unstated = IncomingNumber.model_validate(
+        {"sid": "PN" + "0" * 32, "phone_number": TO, "capabilities": None}
+    )
+    assert unstated.capabilities.sms is False

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 TO = "+447700900123"
@@ -122,12 +122,34 @@ def test_sdk_starts_and_checks_a_verification(sdk: Client, standalone: dict[str,
     assert (caught.value.status, caught.value.code) == (404, 20404)
 
 
+def test_sdk_lists_incoming_phone_numbers(sdk: Client, standalone: dict[str, Any]) -> None:
+    (owned,) = sdk.incoming_phone_numbers.list(phone_number=standalone["from_number"])
+    assert owned.phone_number == standalone["from_number"] and owned.sid.startswith("PN")
+    assert owned.account_sid == standalone["account_sid"]
+    assert owned.capabilities == {"fax": False, "mms": True, "sms": True, "voice": True}
+    with httpx.Client(base_url=f"{standalone['base_url']}/_sim", timeout=5) as control:
+        for number, sms in (("+447700900301", False), ("+447700900302", True)):
+            assert control.post("/incoming-numbers", json={"number": number, "sms": sms}).status_code == 200
+    # page_size=1: the SDK follows next_page_uri (with its PhoneNumber filter) page by page.
+    listed = sdk.incoming_phone_numbers.list(phone_number="+4477009003**", page_size=1)
+    assert [(n.phone_number, n.capabilities["sms"]) for n in listed] == [
+        ("+447700900301", False),
+        ("+447700900302", True),
+    ]
+    assert sdk.incoming_phone_numbers.list(phone_number="+447700900399") == []
+
+
 def test_sdk_sees_twilio_errors(standalone: dict[str, Any]) -> None:
     wrong = Client(standalone["api_key_sid"], "not-the-secret", standalone["account_sid"])
     wrong.api.base_url = standalone["base_url"]
     with pytest.raises(TwilioRestException) as caught:
         wrong.messages.create(to=TO, from_=standalone["from_number"], body="x")
     assert (caught.value.status, caught.value.code) == (401, 20003)
+    # A list page that is not 200 raises the SDK's base TwilioException carrying the response.
+    with pytest.raises(TwilioException) as listing:
+        wrong.incoming_phone_numbers.list(phone_number=standalone["from_number"])
+    response = listing.value.args[1]
+    assert response.status_code == 401 and json.loads(response.text)["code"] == 20003
 
 
 def test_sigterm_stops_it_cleanly(repo_root: Path) -> None:

@@ -7,13 +7,14 @@ from datetime import timedelta
 from urllib.parse import parse_qsl
 
 import httpx
+import jsonschema
 import pytest
 
 from server.clock import ManualClock
 from server.sandbox.twilio import TwilioSimulator
 from server.twilio.signatures import validate_request
 from tests.twilio.conftest import WebhookReceiver
-from tests.twilio.openapi_contract import TwilioContract
+from tests.twilio.openapi_contract import TwilioContract, _nullable_to_jsonschema
 
 TO = "+447700900123"
 
@@ -330,3 +331,121 @@ def test_message_validation_errors(sim: TwilioSimulator, data: dict[str, str], c
     with api(sim) as http:
         response = http.post(messages_path(sim), data=data)
     assert (response.status_code, response.json()["code"]) == (400, code)
+
+
+def incoming_path(sim: TwilioSimulator) -> str:
+    return f"/2010-04-01/Accounts/{sim.account_sid}/IncomingPhoneNumbers.json"
+
+
+def test_incoming_phone_numbers_filter_page_and_capabilities(
+    sim: TwilioSimulator, contract: TwilioContract
+) -> None:
+    sim.set_incoming_number("+447700900101", sms=False)
+    sim.set_incoming_number("+447700900102", voice=False, mms=False)
+    with api(sim) as http:
+        exact = http.get(incoming_path(sim), params={"PhoneNumber": sim.from_number})
+        assert exact.status_code == 200
+        (seeded,) = exact.json()["incoming_phone_numbers"]
+        assert seeded["phone_number"] == sim.from_number and seeded["sid"].startswith("PN")
+        assert seeded["capabilities"] == {"fax": False, "mms": True, "sms": True, "voice": True}
+        assert seeded["account_sid"] == sim.account_sid
+
+        # PhoneNumber matches partial numbers, '*' standing for one digit.
+        partial = http.get(incoming_path(sim), params={"PhoneNumber": "+4477009001*"}).json()
+        assert [n["phone_number"] for n in partial["incoming_phone_numbers"]] == [
+            "+447700900101",
+            "+447700900102",
+        ]
+        assert [n["capabilities"]["sms"] for n in partial["incoming_phone_numbers"]] == [False, True]
+        none = http.get(incoming_path(sim), params={"PhoneNumber": "+447700900999"}).json()
+        assert none["incoming_phone_numbers"] == [] and none["next_page_uri"] is None
+
+        # Paging: next_page_uri keeps the filter and carries a PageToken.
+        first = http.get(incoming_path(sim), params={"PhoneNumber": "+4477009001", "PageSize": "1"}).json()
+        assert [n["phone_number"] for n in first["incoming_phone_numbers"]] == ["+447700900101"]
+        assert (
+            "PhoneNumber=%2B4477009001" in first["next_page_uri"] and "PageToken=PA" in first["next_page_uri"]
+        )
+        second = http.get(first["next_page_uri"]).json()
+        assert [n["phone_number"] for n in second["incoming_phone_numbers"]] == ["+447700900102"]
+        assert second["next_page_uri"] is None and second["page"] == 1
+
+        # The envelope is the one the contract gives every 2010-04-01 list (ListMessageResponse); the
+        # resource is not in the OpenAPI subset, so its capabilities are checked against the SDK's model.
+        envelope = contract.find("GET", messages_path(sim)).spec["responses"]["200"]["content"]
+        schema = dict(envelope["application/json"]["schema"])
+        properties = dict(schema["properties"])
+        del properties["messages"]
+        flag = {"type": "boolean"}
+        properties["incoming_phone_numbers"] = {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["sid", "account_sid", "phone_number", "capabilities"],
+                "properties": {
+                    "sid": {"type": "string", "pattern": "^PN[0-9a-fA-F]{32}$"},
+                    "phone_number": {"type": "string", "pattern": r"^\+[1-9]\d{1,14}$"},
+                    "capabilities": {
+                        "type": "object",
+                        "properties": {"sms": flag, "voice": flag, "mms": flag, "fax": flag},
+                        "required": ["sms", "voice", "mms", "fax"],
+                        "additionalProperties": False,
+                    },
+                },
+            },
+        }
+        schema.update(properties=properties, required=sorted(properties), additionalProperties=False)
+        validator = jsonschema.Draft7Validator(_nullable_to_jsonschema(schema))
+        for body in (exact.json(), partial, none, first, second):
+            assert [e.message for e in validator.iter_errors(body)] == []
+
+        # Authentication and account as for every other resource.
+        wrong = http.get(incoming_path(sim), auth=(sim.api_key_sid, "not-the-secret"))
+        assert (wrong.status_code, wrong.json()["code"]) == (401, 20003)
+        other = http.get(incoming_path(sim).replace(sim.account_sid, "AC" + "0" * 32))
+        assert (other.status_code, other.json()["code"]) == (401, 20003)
+        assert http.post(incoming_path(sim), data={"PhoneNumber": TO}).status_code == 404  # not served
+
+
+def test_sender_numbers_follow_the_account(sim: TwilioSimulator) -> None:
+    """A number without SMS, or one the account released, is refused as From (21606); calls need an
+    owned number (21210)."""
+    with api(sim) as http:
+        sim.set_incoming_number(sim.from_number, sms=False)
+        no_sms = http.post(messages_path(sim), data={"To": TO, "From": sim.from_number, "Body": "x"})
+        assert (no_sms.status_code, no_sms.json()["code"]) == (400, 21606)
+        sim.set_incoming_number(sim.from_number)
+        assert (
+            http.post(messages_path(sim), data={"To": TO, "From": sim.from_number, "Body": "x"}).status_code
+            == 201
+        )
+        assert sim.remove_incoming_number(sim.from_number) is True
+        assert sim.remove_incoming_number(sim.from_number) is False
+        gone = http.post(messages_path(sim), data={"To": TO, "From": sim.from_number, "Body": "x"})
+        assert (gone.status_code, gone.json()["code"]) == (400, 21606)
+        call = http.post(
+            f"/2010-04-01/Accounts/{sim.account_sid}/Calls.json",
+            data={"To": TO, "From": sim.from_number, "Url": "https://x.example/t"},
+        )
+        assert (call.status_code, call.json()["code"]) == (400, 21210)
+        listed = http.get(incoming_path(sim), params={"PhoneNumber": sim.from_number}).json()
+        assert listed["incoming_phone_numbers"] == []
+
+
+def test_incoming_numbers_over_the_control_surface(sim: TwilioSimulator) -> None:
+    with httpx.Client(base_url=f"{sim.base_url}/_sim", timeout=5) as control, api(sim) as http:
+        added = control.post("/incoming-numbers", json={"number": "+447700900200", "sms": False})
+        assert added.status_code == 200 and added.json()["sid"].startswith("PN")
+        items = {n["phone_number"]: n for n in control.get("/incoming-numbers").json()["items"]}
+        assert items["+447700900200"]["capabilities"] == {
+            "fax": False,
+            "mms": True,
+            "sms": False,
+            "voice": True,
+        }
+        assert sim.from_number in items
+        assert control.post("/incoming-numbers", json={"number": "447700900200"}).status_code == 400
+        removed = control.post("/incoming-numbers", json={"number": "+447700900200", "remove": True})
+        assert removed.json() == {"removed": True}
+        listed = http.get(incoming_path(sim), params={"PhoneNumber": "+447700900200"}).json()
+        assert listed["incoming_phone_numbers"] == []
