@@ -37,6 +37,7 @@ from urllib.parse import quote
 from server.logs import get_logger
 from server.metrics import observe_send
 from server.ratelimit import SendBudget, backoff_delay
+from server.recheck import ReleaseCheck
 from server.reconcile import ReconcilePolicy, Reconciler
 from server.sendwindow import hold_until_for_row
 from server.services import Services
@@ -108,6 +109,7 @@ class PassReport:
     requeued: int = 0
     failed: int = 0
     unknown: int = 0
+    not_sent_at_release: int = 0  # held reminders skipped or held again by the release re-check
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -120,6 +122,7 @@ class PassReport:
             + self.requeued
             + self.failed
             + self.unknown
+            + self.not_sent_at_release
         )
 
 
@@ -146,6 +149,7 @@ class Dispatcher:
             services.settings.messages_per_second, burst=self.policy.max_budget_burst
         )
         self.reconciler = Reconciler(services, reconcile_policy)
+        self.release_check = ReleaseCheck(services)
         self._rng = rng or random.SystemRandom()
         self._halted_until: datetime | None = None
         self.last_pass = PassReport()
@@ -182,6 +186,10 @@ class Dispatcher:
         batch = await asyncio.to_thread(self._claim, now)
         if not batch:
             return report.handled
+        # A reminder held for its send window may have been paid meanwhile: re-read it from BC.
+        checked = await self.release_check.check(batch, self.worker_id)
+        report.not_sent_at_release = len(batch) - len(checked)
+        batch = checked
         decisions = await asyncio.to_thread(self._decide, batch, now, report)
         to_send = [m for m in batch if decisions.get(m.job_id) is Decision.SEND]
         await self._send_all(to_send, report)

@@ -33,7 +33,8 @@ async def test_a_new_york_recipient_is_held_until_8am_new_york_time(
     await stack.run("dispatcher")
     await stack.twilio_sim.asettle()
     [body] = texts_to(stack, "+12125550100")
-    assert "PS-NY0001" in body and "1 day overdue" in body
+    # Planned on the 24th ("1 day overdue"), rendered again at release on the 25th (server/recheck.py).
+    assert "PS-NY0001" in body and "2 days overdue" in body
 
 
 async def test_a_hold_across_the_dst_change_and_a_sunday_ends_at_monday_8am_local(
