@@ -3,7 +3,10 @@
 BC: a token from Entra, the companies (and that the configured ones exist), then one `$top=1` read
 of every entity set the rules need in each company (plus the custom bank-account page when the
 change gate is configured for it). Twilio: the Account resource (proves SID + key), its status, the
-sender (a valid E.164 number or a Messaging Service SID) and the Verify service SID.
+sender and the Verify service SID. A From number is looked up in the account's IncomingPhoneNumbers
+(owned?) and its capabilities are compared with the channels the enabled rules use (SMS, voice);
+a Messaging Service SID is checked by format only (the reference does not cover the Messaging
+Services API), and calls always need the From number (the dispatcher never calls via a service).
 Each result carries the fix an operator can act on. Messages never contain a secret: errors are
 built from codes and URLs without credentials, and the service's redaction covers the rest.
 """
@@ -11,11 +14,14 @@ built from codes and URLs without credentials, and the service's redaction cover
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.twilio.client import TwilioClient
 
 BC_PERMISSION_FIX = (
     "register the Entra app in BC on the 'Microsoft Entra applications' page with permission sets "
@@ -23,6 +29,8 @@ BC_PERMISSION_FIX = (
 )
 BC_CREDENTIALS_FIX = "check tenant id, client id and client secret: ml-connector credentials set bc"
 TWILIO_CREDENTIALS_FIX = "check the account SID and API key SID/secret: ml-connector credentials set twilio"
+TWILIO_UNREACHABLE_FIX = "cannot reach Twilio: check MLC_TWILIO__API_BASE_URL and the network"
+FROM_NUMBER_SETTING = "MLC_TWILIO__FROM_NUMBER"
 _MESSAGING_SERVICE = re.compile(r"^MG[0-9a-fA-F]{32}$")
 _VERIFY_SERVICE = re.compile(r"^VA[0-9a-fA-F]{32}$")
 
@@ -36,8 +44,17 @@ class CheckResult:
     fix: str = ""
 
 
-def rule_entities(settings: Settings) -> tuple[list[str], CheckResult | None]:
-    """Entity sets the enabled rules read, or a failed check when the rule set does not load."""
+@dataclass(frozen=True)
+class RuleNeeds:
+    """What the enabled rules need from the two systems."""
+
+    entities: list[str]
+    channels: frozenset[str]
+
+
+def rule_needs(settings: Settings) -> tuple[RuleNeeds, CheckResult | None]:
+    """Entity sets the enabled rules read and the channels they send on, or a failed check when the
+    rule set does not load (then SMS is assumed, the channel every rule set has)."""
     from engine.loader import RuleSetError, load_ruleset
 
     try:
@@ -45,7 +62,7 @@ def rule_entities(settings: Settings) -> tuple[list[str], CheckResult | None]:
             settings.rules_dir, settings.templates_dir, default_region=settings.default_region
         )
     except RuleSetError as exc:
-        return [], CheckResult(
+        return RuleNeeds([], frozenset({"sms"})), CheckResult(
             "Rules",
             "rule set",
             False,
@@ -53,7 +70,13 @@ def rule_entities(settings: Settings) -> tuple[list[str], CheckResult | None]:
             f"ml-connector rules lint {settings.rules_dir}",
         )
     events = ("created", "updated", "deleted", "sweep", "poll")
-    return sorted(ruleset.entities(events)), None
+    channels = {
+        channel
+        for rule in ruleset
+        if rule.enabled
+        for channel in (rule.channel, *(stage.channel for stage in rule.stages))
+    }
+    return RuleNeeds(sorted(ruleset.entities(events)), frozenset(channels)), None
 
 
 async def check_bc(settings: Settings, entities: Iterable[str]) -> list[CheckResult]:
@@ -173,9 +196,8 @@ async def check_bc(settings: Settings, entities: Iterable[str]) -> list[CheckRes
     return results
 
 
-async def check_twilio(settings: Settings) -> list[CheckResult]:
-    from engine.errors import PhoneError
-    from engine.phones import to_e164
+async def check_twilio(settings: Settings, channels: Collection[str] = ("sms",)) -> list[CheckResult]:
+    """`channels`: what the enabled rules send on; a voice channel needs a voice-capable From number."""
     from server.twilio.client import RetryPolicy, TwilioClient, TwilioClientConfig
     from server.twilio.errors import ConfigurationError, DeliveryError, NotFoundError
 
@@ -192,64 +214,19 @@ async def check_twilio(settings: Settings) -> list[CheckResult]:
         except (ConfigurationError, NotFoundError) as exc:
             return [CheckResult("Twilio", "account", False, exc.message, TWILIO_CREDENTIALS_FIX)]
         except DeliveryError as exc:
-            return [
-                CheckResult(
-                    "Twilio",
-                    "account",
-                    False,
-                    str(exc),
-                    "cannot reach Twilio: check MLC_TWILIO__API_BASE_URL and the network",
-                )
-            ]
-    results.append(CheckResult("Twilio", "account", True, f"{account.friendly_name or account.sid}"))
-    active = account.status in (None, "active")
-    results.append(
-        CheckResult(
-            "Twilio",
-            "account status",
-            active,
-            account.status or "active",
-            "" if active else "the account is not active: reactivate it in the Twilio console",
-        )
-    )
-    if tw.messaging_service_sid:
-        ok = bool(_MESSAGING_SERVICE.match(tw.messaging_service_sid))
+            return [CheckResult("Twilio", "account", False, str(exc), TWILIO_UNREACHABLE_FIX)]
+        results.append(CheckResult("Twilio", "account", True, f"{account.friendly_name or account.sid}"))
+        active = account.status in (None, "active")
         results.append(
             CheckResult(
                 "Twilio",
-                "sender",
-                ok,
-                f"Messaging Service {tw.messaging_service_sid}"
-                if ok
-                else "not a Messaging Service SID (MG + 32 hex)",
-                "" if ok else "set MLC_TWILIO__MESSAGING_SERVICE_SID to the MG... SID from the console",
+                "account status",
+                active,
+                account.status or "active",
+                "" if active else "the account is not active: reactivate it in the Twilio console",
             )
         )
-    elif tw.from_number:
-        try:
-            number = to_e164(tw.from_number, None)
-        except PhoneError as exc:
-            results.append(
-                CheckResult(
-                    "Twilio",
-                    "sender",
-                    False,
-                    exc.reason,
-                    "set MLC_TWILIO__FROM_NUMBER to a number of the account in E.164 (+447700900123)",
-                )
-            )
-        else:
-            results.append(CheckResult("Twilio", "sender", True, f"from {number.number}"))
-    else:
-        results.append(
-            CheckResult(
-                "Twilio",
-                "sender",
-                False,
-                "no sender configured",
-                "ml-connector credentials set twilio --from-number +E164 (or --messaging-service-sid MG...)",
-            )
-        )
+        results.extend(await _check_senders(client, settings, channels))
     verify_ok = bool(_VERIFY_SERVICE.match(tw.verify_service_sid))
     results.append(
         CheckResult(
@@ -265,11 +242,136 @@ async def check_twilio(settings: Settings) -> list[CheckResult]:
     return results
 
 
+async def _check_senders(
+    client: TwilioClient, settings: Settings, channels: Collection[str]
+) -> list[CheckResult]:
+    """The senders as the dispatcher uses them: SMS from the From number when there is one, else via
+    the Messaging Service; calls only from the From number."""
+    from engine.errors import PhoneError
+    from engine.phones import to_e164
+    from server.twilio.errors import ConfigurationError, DeliveryError
+
+    tw = settings.twilio
+    voice = "voice" in channels
+    if not tw.from_number:
+        if not tw.messaging_service_sid:
+            return [
+                CheckResult(
+                    "Twilio",
+                    "sender",
+                    False,
+                    "no sender configured",
+                    "ml-connector credentials set twilio --from-number +E164 (or --messaging-service-sid MG...)",
+                )
+            ]
+        results = [_messaging_service_result(tw.messaging_service_sid)]
+        if voice:
+            results.append(
+                CheckResult(
+                    "Twilio",
+                    "voice sender",
+                    False,
+                    "rules send voice calls, which need a From number (a Messaging Service cannot call)",
+                    f"{FROM_NUMBER_SETTING}: a voice-capable number of the account "
+                    "(ml-connector credentials set twilio --from-number +E164)",
+                )
+            )
+        return results
+
+    try:
+        number = to_e164(tw.from_number, None).number
+    except PhoneError as exc:
+        return [
+            CheckResult(
+                "Twilio",
+                "sender",
+                False,
+                exc.reason,
+                f"set {FROM_NUMBER_SETTING} to a number of the account in E.164 (+447700900123)",
+            )
+        ]
+    try:
+        owned = await client.find_incoming_number(number)
+    except ConfigurationError as exc:
+        # The account fetch passed with these credentials, so the key may not read phone numbers.
+        return [
+            CheckResult(
+                "Twilio",
+                "sender",
+                False,
+                f"cannot list the account's phone numbers: {exc.message}",
+                "allow the API key to read the account's phone numbers (IncomingPhoneNumbers)",
+            )
+        ]
+    except DeliveryError as exc:
+        return [CheckResult("Twilio", "sender", False, str(exc), TWILIO_UNREACHABLE_FIX)]
+    if owned is None:
+        return [
+            CheckResult(
+                "Twilio",
+                "sender",
+                False,
+                f"{number} ({FROM_NUMBER_SETTING}) is not a phone number of account {tw.account_sid}",
+                f"set {FROM_NUMBER_SETTING} to one of the account's numbers (Twilio console: Phone "
+                "Numbers > Active numbers): ml-connector credentials set twilio --from-number +E164",
+            )
+        ]
+    caps = owned.capabilities
+    results = [CheckResult("Twilio", "sender", True, f"{number} is a number of the account ({owned.sid})")]
+    if "sms" in channels:
+        results.append(
+            CheckResult(
+                "Twilio",
+                "SMS sender",
+                caps.sms,
+                f"{number} can send SMS" if caps.sms else f"{number} has no SMS capability",
+                "" if caps.sms else f"set {FROM_NUMBER_SETTING} to an SMS-capable number of the account",
+            )
+        )
+    if voice:
+        results.append(
+            CheckResult(
+                "Twilio",
+                "voice sender",
+                caps.voice,
+                f"{number} can place calls (rules send voice)"
+                if caps.voice
+                else f"{number} has no voice capability; rules send voice calls",
+                "" if caps.voice else f"set {FROM_NUMBER_SETTING} to a voice-capable number of the account",
+            )
+        )
+    if tw.messaging_service_sid:
+        # The dispatcher sends from the From number when one is set; say so rather than check it.
+        results.append(
+            CheckResult(
+                "Twilio",
+                "Messaging Service",
+                True,
+                f"{tw.messaging_service_sid} is not used: SMS go from {FROM_NUMBER_SETTING}",
+            )
+        )
+    return results
+
+
+def _messaging_service_result(sid: str) -> CheckResult:
+    ok = bool(_MESSAGING_SERVICE.match(sid))
+    return CheckResult(
+        "Twilio",
+        "sender",
+        ok,
+        # Format only: the reference covers no Messaging Services API to look the service up with.
+        f"Messaging Service {sid} (SID format only; the service is not looked up)"
+        if ok
+        else "not a Messaging Service SID (MG + 32 hex)",
+        "" if ok else "set MLC_TWILIO__MESSAGING_SERVICE_SID to the MG... SID from the console",
+    )
+
+
 async def run_checks(settings: Settings) -> list[CheckResult]:
-    entities, rules_problem = rule_entities(settings)
+    needs, rules_problem = rule_needs(settings)
     results = [rules_problem] if rules_problem else []
-    results.extend(await check_bc(settings, entities))
-    results.extend(await check_twilio(settings))
+    results.extend(await check_bc(settings, needs.entities))
+    results.extend(await check_twilio(settings, needs.channels))
     return results
 
 

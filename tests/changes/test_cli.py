@@ -154,12 +154,25 @@ def test_credentials_and_check_against_the_simulators(
         "api/contoso/finance/v1.0/vendorBankAccounts",
         "account",
         "sender",
+        "SMS sender",
+        "voice sender",  # the shipped invoice-overdue rule calls at its last stage
         "Verify service",
     ):
         assert any(expected in line for line in passed), expected
     assert f"all {len(passed)} checks passed" in checked.stdout
     assert bc.token_requests >= 1
     assert twilio.requests(path_contains=f"/Accounts/{twilio.account_sid}.json")
+    # The sender is looked up in the account's numbers, not only checked for format.
+    (lookup,) = twilio.requests(path_contains="/IncomingPhoneNumbers.json")
+    assert ("PhoneNumber", twilio.from_number) in lookup.query
+
+    # A sender the account does not own: exit 1, the sender row names the setting to fix.
+    twilio.remove_incoming_number(twilio.from_number)
+    not_owned = run("check")
+    assert not_owned.returncode == 1
+    [sender_line] = [line for line in not_owned.stdout.splitlines() if " sender " in line]
+    assert "FAIL" in sender_line and "MLC_TWILIO__FROM_NUMBER" in sender_line
+    twilio.set_incoming_number(twilio.from_number)
 
     # A wrong stored secret: the token check fails with the fix, the secret is not echoed.
     wrong_secret = "wrong-" + bc.client_secret[::-1]
