@@ -121,11 +121,14 @@ def evaluate_and_store(
     finish: Callable[[Session], None] | None = None,
     store_snapshots: bool = True,
     hold: Callable[[PlannedMessage], bool] | None = None,
+    stage_held: Callable[[Session, Sequence[PlannedMessage]], None] | None = None,
 ) -> StoreResult:
     """Evaluate `changes` against their previous snapshots and store everything in one transaction.
 
     `store_snapshots=False` (the sweep) reads the previous versions but leaves them as they are: a
     daily read must not become the "previous" that hides a crossing the webhook is about to report.
+    `hold` keeps messages out of the outbox; `stage_held` receives them in the same transaction
+    (the sweep writes them to its staging table), otherwise they are returned in `held`.
     """
     with session_scope(db) as session:
         previous = get_snapshots(session, company_id, entity, (c.record_id for c in changes))
@@ -150,6 +153,8 @@ def evaluate_and_store(
         if hold is not None:
             held = [m for m in messages if hold(m)]
             messages = [m for m in messages if not hold(m)]
+            if stage_held is not None:
+                stage_held(session, held)
         # Pauses, caps, payment grace, the BC switch and test mode (server/dunning.py) before the outbox.
         inserted = store_reminders(session, messages, ruleset, company_id=company_id, now=now).inserted
         if keep and store_snapshots:
@@ -159,7 +164,10 @@ def evaluate_and_store(
         if finish is not None:
             finish(session)
     return StoreResult(
-        records=len(changes), planned=len(messages) + len(held), inserted=len(inserted), held=tuple(held)
+        records=len(changes),
+        planned=len(messages) + len(held),
+        inserted=len(inserted),
+        held=() if stage_held is not None else tuple(held),
     )
 
 
@@ -167,6 +175,9 @@ def insert_grouped(
     db: Engine, ruleset: RuleSet, *, company_id: str, messages: Sequence[PlannedMessage], now: datetime
 ) -> int:
     """Store a sweep's messages for rules with `group:`: one message per recipient and stage.
+
+    `messages` holds ALL the sweep's held messages for each recipient it names (the sweep hands
+    them over a few recipients at a time): groups and per-recipient caps are per recipient.
 
     Members already in the outbox are removed BEFORE grouping (engine.grouping): an invoice reminded
     at this stage on an earlier sweep must not be listed again because another one joined it.

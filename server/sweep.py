@@ -8,27 +8,34 @@ committed before the next is read (bounded memory). A lease keeps it to one inst
 "last sweep" per company to once a day; a crash mid-sweep just sweeps again (job ids are stable,
 so nothing is planned twice). The sweep reads previous snapshots but never writes them: see
 evaluation.evaluate_and_store.
+
+Messages of grouping and ladder rules wait for the last page (one customer's invoices may sit on
+different pages; caps count the whole sweep). They wait in the database, not in memory
+(server.store.sweep_staging): each page's are staged with the page, then read back and stored a
+few recipients at a time, so memory stays flat however many invoices are open.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, time, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
 
 from engine.evaluate import PlannedMessage
+from engine.ruleset import RuleSet
 from server.dunning import DunningSettings
 from server.evaluation import change_from_record, evaluate_and_store, groups_on_sweep, insert_grouped
 from server.logs import get_logger
 from server.services import Services
+from server.store import sweep_staging
 from server.store.columns import require_aware
 from server.store.db import read_scope, session_scope, upsert_statement
 from server.store.leases import acquire_lease, release_lease
+from server.store.sweep_staging import ALONE, BY_RECIPIENT, Held
 from server.store.tables import PollWatermark
 from server.subscriptions import company_ids, entity_set
 
@@ -39,6 +46,8 @@ LEASE_TTL = timedelta(minutes=30)
 # What "open" means per entity set; other entity sets with sweep rules are read whole.
 SWEEP_FILTERS = {"salesInvoices": "status eq 'Open' and remainingAmount gt 0"}
 _MARK_ENTITY, _MARK_KIND = "sweep", "last-run"
+# Held messages stored per transaction at the end of a sweep (whole recipients, at least this many).
+HELD_BATCH = 1000
 _WATERMARKS = PollWatermark.__table__  # type: ignore[attr-defined]
 
 
@@ -87,16 +96,25 @@ def held_fields(suppress_field: str | None) -> frozenset[str]:
     return frozenset(HELD_FIELDS) | extra
 
 
-def slim_held(message: PlannedMessage, customers: dict[str, Any], keep: frozenset[str]) -> PlannedMessage:
+def slim_held(message: PlannedMessage, keep: frozenset[str]) -> PlannedMessage:
+    """The message with only the record fields the end-of-sweep steps read (and the whole customer,
+    which a group text may name)."""
     record = message.record
     if record is None:
         return message
-    slim = {k: record[k] for k in keep if k in record and k != "customer"}
-    customer = record.get("customer")
-    if isinstance(customer, Mapping):
-        owner = str(customer.get("id") or record.get("customerId") or "")
-        slim["customer"] = customers.setdefault(owner, customer) if owner else customer
+    slim = {k: record[k] for k in keep | {"customer"} if k in record}
     return replace(message, record=slim)
+
+
+def held_part(ruleset: RuleSet, message: PlannedMessage) -> tuple[int, str]:
+    """Which messages are stored together at the end of the sweep: everything grouping and the caps
+    compare lives in one recipient's messages (the group key and the cap both name the recipient).
+    Staff stages (an account manager) are neither grouped nor capped: each is stored alone, after
+    every recipient's, as before when the caps were counted before any of them was inserted."""
+    rule = ruleset.get(message.rule_id)
+    if rule is not None and rule.to_staff(message.stage):
+        return ALONE, message.job_id
+    return BY_RECIPIENT, message.to or ""
 
 
 class Sweeper:
@@ -142,6 +160,11 @@ class Sweeper:
             return 0  # another instance is sweeping
         total = 0
         try:
+            # Under the lease no other sweep runs: whatever is staged is a dead sweep's (a crash).
+            with session_scope(services.db) as session:
+                stale = sweep_staging.drop_all(session)
+            if stale:
+                log.warning("dropped held messages of an unfinished sweep", rows=stale)
             for company_id in companies:
                 if only_due and not self.due(company_id, services.clock.now()):
                     continue
@@ -170,40 +193,80 @@ class Sweeper:
         url = services.bc.url(target.collection_path(company_id))
         evaluated = 0
         hold = groups_on_sweep(services.ruleset)
-        held: list[PlannedMessage] = []
-        # Held messages wait for the end of the sweep: keep only what grouping, pauses, grace and the
-        # BC switch read, and one copy of each customer, so memory does not grow with the invoices.
-        customers: dict[str, Any] = {}
+        # Held messages wait in the staging table, slimmed to what grouping, pauses, grace and the
+        # BC switch read; `staged` numbers them in the order planned.
         keep = held_fields(DunningSettings().suppress_field)
-        async for page in services.bc.iter_pages(url, params, page_size=self.page_size):
-            records = [target.model.model_validate(raw) for raw in page]
-            changes = [change_from_record(r, ("sweep",)) for r in records if r.id]
-            # In a thread: evaluating a page and waiting on the database must not stall the event
-            # loop that answers BC's and Twilio's webhooks.
-            result = await asyncio.to_thread(
-                evaluate_and_store,
-                services.db,
-                services.ruleset,
-                company_id=company_id,
-                entity=entity,
-                changes=changes,
-                now=services.clock.now(),
-                store_snapshots=False,
-                hold=hold,
-            )
-            held.extend(slim_held(m, customers, keep) for m in result.held)
-            evaluated += result.records
-            if result.inserted:
+        run_id = sweep_staging.new_run_id()
+        staged = 0
+
+        def stage(session: Session, held: Sequence[PlannedMessage]) -> None:
+            nonlocal staged
+            rows = []
+            for message in held:
+                phase, part = held_part(services.ruleset, message)
+                rows.append(Held(staged, phase, part, slim_held(message, keep)))
+                staged += 1
+            sweep_staging.stage(session, run_id, company_id, entity, rows)
+
+        try:
+            async for page in services.bc.iter_pages(url, params, page_size=self.page_size):
+                records = [target.model.model_validate(raw) for raw in page]
+                changes = [change_from_record(r, ("sweep",)) for r in records if r.id]
+                del page, records  # the changes carry what is evaluated: the page can go
+                # In a thread: evaluating a page and waiting on the database must not stall the event
+                # loop that answers BC's and Twilio's webhooks.
+                result = await asyncio.to_thread(
+                    evaluate_and_store,
+                    services.db,
+                    services.ruleset,
+                    company_id=company_id,
+                    entity=entity,
+                    changes=changes,
+                    now=services.clock.now(),
+                    store_snapshots=False,
+                    hold=hold,
+                    stage_held=stage,
+                )
+                del changes
+                evaluated += result.records
+                if result.inserted:
+                    services.wake("dispatcher")
+            # Grouping needs the whole sweep (one customer's invoices may sit on different pages).
+            if await asyncio.to_thread(self._store_held, company_id, run_id, staged):
                 services.wake("dispatcher")
-        # Grouping needs the whole sweep (one customer's invoices may sit on different pages); only
-        # the messages of grouping rules are held, never the records.
-        if await asyncio.to_thread(
-            insert_grouped,
-            services.db,
-            services.ruleset,
-            company_id=company_id,
-            messages=held,
-            now=services.clock.now(),
-        ):
-            services.wake("dispatcher")
+        finally:
+            await asyncio.to_thread(self._drop_run, run_id)
         return evaluated
+
+    def _store_held(self, company_id: str, run_id: str, staged: int) -> int:
+        """Store the run's held messages a few whole recipients at a time; returns the outbox rows added."""
+        services = self.services
+        with read_scope(services.db) as session:
+            found = sweep_staging.count_run(session, run_id)
+        if found != staged:
+            # Only a sweep that started after this one's lease ran out deletes its rows: that sweep
+            # stores them all, so this one stores nothing rather than part of a group.
+            log.warning("held messages gone from staging; not stored", run=run_id, staged=staged, found=found)
+            return 0
+        now = services.clock.now()
+        inserted = 0
+        batch: list[PlannedMessage] = []
+        for part in sweep_staging.parts(services.db, run_id):
+            batch.extend(part)
+            if len(batch) >= HELD_BATCH:
+                inserted += insert_grouped(
+                    services.db, services.ruleset, company_id=company_id, messages=batch, now=now
+                )
+                batch = []
+        if batch:
+            inserted += insert_grouped(
+                services.db, services.ruleset, company_id=company_id, messages=batch, now=now
+            )
+        return inserted
+
+    def _drop_run(self, run_id: str) -> None:
+        try:
+            with session_scope(self.services.db) as session:
+                sweep_staging.drop_run(session, run_id)
+        except Exception as exc:  # the next sweep deletes them; do not hide why this one stopped
+            log.warning("could not drop held messages; the next sweep will", run=run_id, error=str(exc))

@@ -320,6 +320,27 @@ class ReminderPause(SQLModel, table=True):
     lifted_by: str | None = Field(default=None, sa_type=sa.String(128))
 
 
+class SweepHeldMessage(SQLModel, table=True):
+    """A message a running sweep holds back until its last page: grouping and caps need the whole sweep.
+
+    Written in the transaction that stores the page that planned it, read back one recipient at a
+    time (`part`, `seq`) when the pages are done, deleted when that sweep ends; rows a crashed sweep
+    left behind are deleted when the next sweep starts (server.store.sweep_staging).
+    """
+
+    __tablename__ = "sweep_held_messages"
+    __table_args__ = (sa.Index(None, "run_id", "phase", "part", "seq"),)
+
+    run_id: str = Field(primary_key=True, sa_type=sa.String(32))  # one sweep of one company and entity
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})  # order planned in the run
+    company_id: str = Field(sa_type=sa.String(64))
+    entity: str = Field(sa_type=sa.String(64))
+    # Messages read back and stored together: 0 = per recipient (grouping, caps), then 1 = alone.
+    phase: int = Field(sa_type=sa.SmallInteger)
+    part: str = Field(sa_type=sa.String(128))
+    message: dict[str, Any] = Field(default_factory=dict, sa_type=json_type())
+
+
 ALL_TABLES: tuple[type[SQLModel], ...] = (
     BcSubscription,
     InboxNotification,
@@ -333,4 +354,5 @@ ALL_TABLES: tuple[type[SQLModel], ...] = (
     StoredCredential,
     PendingChange,
     ReminderPause,
+    SweepHeldMessage,
 )
