@@ -205,25 +205,29 @@ def server_process(kind: str, database_url: str, log_dir: Path) -> Iterator[int]
 
 
 class BatchBodies:
-    """Request bodies of ITEMS notifications each, every item new: the record id carries a
-    per-request counter (the inbox dedupes on subscription, resource, change type and time).
-    Built from a template so the load process spends microseconds, not a JSON encoder, per request."""
+    """Request bodies of ITEMS notifications each, every item new: each request has its own
+    lastModifiedDateTime (a millisecond after the previous one, as changes made one after another
+    carry) and its record ids a per-request counter (the inbox dedupes on subscription, resource,
+    change type and time). Built from a template so the load process spends microseconds, not a
+    JSON encoder, per request."""
 
     def __init__(self, base: datetime) -> None:
-        stamp = base.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        self.base = base
         expires = (base + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
         head = json.dumps(
             {"subscriptionId": SUBSCRIPTION, "clientState": CLIENT_STATE, "expirationDateTime": expires}
         )[:-1]
         self.head = head + f', "resource": "api/v2.0/companies({COMPANY})/customers('
-        self.tails = [
-            f'-0000-4000-8000-{n:012x})", "changeType": "updated", "lastModifiedDateTime": "{stamp}"}}'
+        self.middles = [
+            f'-0000-4000-8000-{n:012x})", "changeType": "updated", "lastModifiedDateTime": "'
             for n in range(ITEMS)
         ]
 
     def body(self, counter: int) -> bytes:
+        stamp = (self.base + timedelta(milliseconds=counter)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         prefix = f"{self.head}{counter:08x}"
-        return ('{"value": [' + ", ".join(prefix + tail for tail in self.tails) + "]}").encode()
+        tail = stamp + '"}'
+        return ('{"value": [' + ", ".join(prefix + middle + tail for middle in self.middles) + "]}").encode()
 
 
 async def load(port: int, path: str, seconds: float, warmup: float, connections: int) -> dict[str, Any]:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import col, select
 
 from server.clock import ManualClock
 from server.store import inbox
 from server.store.db import session_scope
 from server.store.inbox import NotificationIn, parse_resource
+from server.store.tables import InboxNotification
 
 CO = "5d1b3a4c-0000-4000-8000-000000000001"
 LM = datetime(2026, 11, 25, 8, 59, 30, tzinfo=UTC)
@@ -128,3 +130,53 @@ def test_purge_removes_only_old_done_items(engine: Engine, clock: ManualClock) -
     with session_scope(engine) as session:
         assert inbox.purge_done(session, before=clock.now() - timedelta(days=7)) == 1
         assert inbox.count_by_status(session) == {"pending": 1}
+
+
+def test_stored_rows_read_back_as_given_and_compare_in_sql(engine: Engine, clock: ManualClock) -> None:
+    # Rows go to the driver as tuples with their timestamps converted by the column type: what is
+    # read back, and what SQL compares against a bound time, must be what the ORM would have written.
+    lm = datetime(2026, 11, 25, 9, 59, 30, 123456, tzinfo=timezone(timedelta(hours=1)))
+    with session_scope(engine) as session:
+        inbox.store_notifications(
+            session,
+            [_note("customers", "c1", lm=lm), _note("customers", None, "collection", lm=LM)],
+            now=clock.now(),
+        )
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(InboxNotification)
+            .where(InboxNotification.received_at == clock.now(), col(InboxNotification.last_modified) > LM)
+            .order_by(col(InboxNotification.id))
+        ).all()
+        every = session.exec(select(InboxNotification).order_by(col(InboxNotification.id))).all()
+    [row] = rows
+    assert (row.subscription_id, row.company_id, row.entity, row.record_id) == (
+        "sub-customers",
+        CO,
+        "customers",
+        "c1",
+    )
+    assert (row.change_type, row.status, row.attempts, row.claimed_by) == ("updated", "pending", 0, None)
+    assert row.received_at == clock.now() and row.received_at.tzinfo is not None
+    assert row.last_modified == lm and row.last_modified.utcoffset() == timedelta(0)
+    assert [(r.change_type, r.record_id, r.last_modified) for r in every] == [
+        ("updated", "c1", lm),
+        ("collection", None, LM),
+    ]
+
+
+def test_dedupe_key_leads_with_the_time_and_ignores_the_offset(engine: Engine, clock: ManualClock) -> None:
+    key = inbox.notification_dedupe_key
+    earlier = key("sub", "api/v2.0/companies(x)/customers(zzz)", "updated", LM)
+    later = key("sub", "api/v2.0/companies(x)/customers(aaa)", "updated", LM + timedelta(microseconds=1))
+    assert len(earlier) == len(later) == 64
+    assert earlier.startswith("20261125085930000000-") and earlier < later  # new keys sort last
+    assert key("sub", "r", "updated", None) != key("sub", "r", "deleted", None)
+    same_instant = LM.astimezone(timezone(timedelta(hours=-5)))
+    assert key("sub", "r", "updated", same_instant) == key("sub", "r", "updated", LM)
+    with session_scope(engine) as session:
+        first = inbox.store_notifications(session, [_note("customers", "c1")], now=clock.now())
+        again = inbox.store_notifications(
+            session, [_note("customers", "c1", lm=same_instant)], now=clock.now()
+        )
+    assert (first, again) == (1, 0)
