@@ -18,11 +18,14 @@ few recipients at a time, so memory stays flat however many invoices are open.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, time, timedelta
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from engine.evaluate import PlannedMessage
@@ -49,6 +52,7 @@ _MARK_ENTITY, _MARK_KIND = "sweep", "last-run"
 # Held messages stored per transaction at the end of a sweep (whole recipients, at least this many).
 HELD_BATCH = 1000
 _WATERMARKS = PollWatermark.__table__  # type: ignore[attr-defined]
+T = TypeVar("T")
 
 
 def last_sweep(session: Session, company_id: str) -> datetime | None:
@@ -193,29 +197,15 @@ class Sweeper:
         url = services.bc.url(target.collection_path(company_id))
         evaluated = 0
         hold = groups_on_sweep(services.ruleset)
-        # Held messages wait in the staging table, slimmed to what grouping, pauses, grace and the
-        # BC switch read; `staged` numbers them in the order planned.
-        keep = held_fields(DunningSettings().suppress_field)
-        run_id = sweep_staging.new_run_id()
-        staged = 0
-
-        def stage(session: Session, held: Sequence[PlannedMessage]) -> None:
-            nonlocal staged
-            rows = []
-            for message in held:
-                phase, part = held_part(services.ruleset, message)
-                rows.append(Held(staged, phase, part, slim_held(message, keep)))
-                staged += 1
-            sweep_staging.stage(session, run_id, company_id, entity, rows)
-
+        run = HeldRun(services.db, services.ruleset, company_id=company_id, entity=entity)
         try:
             async for page in services.bc.iter_pages(url, params, page_size=self.page_size):
                 records = [target.model.model_validate(raw) for raw in page]
                 changes = [change_from_record(r, ("sweep",)) for r in records if r.id]
-                del page, records  # the changes carry what is evaluated: the page can go
+                del page, records  # the changes carry what is evaluated
                 # In a thread: evaluating a page and waiting on the database must not stall the event
                 # loop that answers BC's and Twilio's webhooks.
-                result = await asyncio.to_thread(
+                result = await run.in_thread(
                     evaluate_and_store,
                     services.db,
                     services.ruleset,
@@ -225,48 +215,93 @@ class Sweeper:
                     now=services.clock.now(),
                     store_snapshots=False,
                     hold=hold,
-                    stage_held=stage,
+                    stage_held=run.stage,
                 )
                 del changes
                 evaluated += result.records
                 if result.inserted:
                     services.wake("dispatcher")
             # Grouping needs the whole sweep (one customer's invoices may sit on different pages).
-            if await asyncio.to_thread(self._store_held, company_id, run_id, staged):
+            if await run.in_thread(run.store, services.clock.now()):
                 services.wake("dispatcher")
         finally:
-            await asyncio.to_thread(self._drop_run, run_id)
+            await asyncio.to_thread(run.drop)
         return evaluated
 
-    def _store_held(self, company_id: str, run_id: str, staged: int) -> int:
-        """Store the run's held messages a few whole recipients at a time; returns the outbox rows added."""
-        services = self.services
-        with read_scope(services.db) as session:
-            found = sweep_staging.count_run(session, run_id)
-        if found != staged:
+
+class HeldRun:
+    """One sweep of one company and entity: its held messages, staged with their pages, stored at the end.
+
+    `stage` is evaluate_and_store's `stage_held` (it runs in the page's transaction); `store` reads
+    them back a few whole recipients at a time and stores them (grouping, pauses, grace, the BC
+    switch, caps: server.dunning); `drop` deletes the run's rows, whatever happened.
+
+    Cancelled (the service stops), the sweep lets the thread at work finish first - a page's
+    transaction, or `store` up to the end of its batch - so that `drop` never deletes rows under a
+    reader: a group is stored with all its members or not at all.
+    """
+
+    def __init__(self, db: Engine, ruleset: RuleSet, *, company_id: str, entity: str) -> None:
+        self.db = db
+        self.ruleset = ruleset
+        self.company_id = company_id
+        self.entity = entity
+        self.run_id = sweep_staging.new_run_id()
+        self.staged = 0  # numbers the held messages in the order planned
+        # Slimmed to what grouping, pauses, grace and the BC switch read.
+        self.keep = held_fields(DunningSettings().suppress_field)
+        self._stop = threading.Event()
+
+    async def in_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        work = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            self._stop.set()
+            await asyncio.wait([work])
+            raise
+
+    def stage(self, session: Session, held: Sequence[PlannedMessage]) -> None:
+        rows = []
+        for message in held:
+            phase, part = held_part(self.ruleset, message)
+            rows.append(Held(self.staged, phase, part, slim_held(message, self.keep)))
+            self.staged += 1
+        sweep_staging.stage(session, self.run_id, self.company_id, self.entity, rows)
+
+    def store(self, now: datetime, *, batch_size: int = HELD_BATCH, chunk: int = sweep_staging.CHUNK) -> int:
+        """Store the held messages a few whole recipients at a time; returns the outbox rows added."""
+        with read_scope(self.db) as session:
+            found = sweep_staging.count_run(session, self.run_id)
+        if found != self.staged:
             # Only a sweep that started after this one's lease ran out deletes its rows: that sweep
-            # stores them all, so this one stores nothing rather than part of a group.
-            log.warning("held messages gone from staging; not stored", run=run_id, staged=staged, found=found)
+            # stores them all, so this one stores none rather than part of a group.
+            log.warning(
+                "held messages gone from staging; not stored",
+                run=self.run_id,
+                staged=self.staged,
+                found=found,
+            )
             return 0
-        now = services.clock.now()
         inserted = 0
         batch: list[PlannedMessage] = []
-        for part in sweep_staging.parts(services.db, run_id):
+        for part in sweep_staging.parts(self.db, self.run_id, chunk=chunk):
+            if self._stop.is_set():
+                return inserted  # cancelled: whole recipients only, the next sweep plans the rest
             batch.extend(part)
-            if len(batch) >= HELD_BATCH:
-                inserted += insert_grouped(
-                    services.db, services.ruleset, company_id=company_id, messages=batch, now=now
-                )
+            if len(batch) >= batch_size:
+                inserted += self._insert(batch, now)
                 batch = []
-        if batch:
-            inserted += insert_grouped(
-                services.db, services.ruleset, company_id=company_id, messages=batch, now=now
-            )
+        if batch and not self._stop.is_set():
+            inserted += self._insert(batch, now)
         return inserted
 
-    def _drop_run(self, run_id: str) -> None:
+    def _insert(self, batch: Sequence[PlannedMessage], now: datetime) -> int:
+        return insert_grouped(self.db, self.ruleset, company_id=self.company_id, messages=batch, now=now)
+
+    def drop(self) -> None:
         try:
-            with session_scope(self.services.db) as session:
-                sweep_staging.drop_run(session, run_id)
+            with session_scope(self.db) as session:
+                sweep_staging.drop_run(session, self.run_id)
         except Exception as exc:  # the next sweep deletes them; do not hide why this one stopped
-            log.warning("could not drop held messages; the next sweep will", run=run_id, error=str(exc))
+            log.warning("could not drop held messages; the next sweep will", run=self.run_id, error=str(exc))
