@@ -35,7 +35,8 @@ def make_getter(path: str) -> Getter:
         if record is None:
             return None
         related = record.get(head)
-        return related.get(tail) if isinstance(related, Mapping) else None
+        # type() first: the ABC check behind isinstance(x, Mapping) is slow for the common dict.
+        return related.get(tail) if type(related) is dict or isinstance(related, Mapping) else None
 
     return get_two
 
@@ -74,6 +75,17 @@ class Check:
     def explain(self, ctx: EvaluationContext) -> str:
         raise NotImplementedError
 
+    def explain_held(self, ctx: EvaluationContext) -> str:
+        """`explain` for a check whose `test` just held (a fired rule's reason); may skip re-testing."""
+        return self.explain(ctx)
+
+    def predicate(self, code: PredicateCode) -> str:
+        """A Python expression (over `ctx` and the dict `rec`) that is truthy exactly when `test` holds.
+
+        Used by `compile_predicate`; may raise what `test` raises. The default calls `test`.
+        """
+        return f"{code.name(self.test)}(ctx)"
+
     def uses(self) -> tuple[FieldUse, ...]:
         return ()
 
@@ -96,6 +108,7 @@ class FieldCheck(Check):
     def __init__(self, path: str, test: Scalar | Comparison) -> None:
         self.path = path
         self.get = make_getter(path)
+        self.plain = "." not in path  # read with record.get, what the getter does for a plain field
         ops: list[tuple[str, Any]] = []
         self.members: tuple[Any, ...] | None = None
         self.excluded: tuple[Any, ...] | None = None
@@ -109,6 +122,17 @@ class FieldCheck(Check):
             ops.append(("eq", test))
         self.ops = tuple(ops)
         self.ordered = any(name in {"gt", "gte", "lt", "lte"} for name, _ in ops)
+        held = [f"{_OPS[name][0]} {show(bound)}" for name, bound in self.ops]
+        if self.members is not None:
+            held.append("in the set")
+        if self.excluded is not None:
+            held.append("not excluded")
+        self._held_words = " and ".join(held)
+        # `status: Open` held on the text 'Open': the reason is this same text for every record.
+        self._held_text: str | None = None
+        plain_eq = len(ops) == 1 and ops[0][0] == "eq" and type(ops[0][1]) is str
+        if plain_eq and self.members is None and self.excluded is None:
+            self._held_text = f"{path} is {show(ops[0][1])}"
 
     def _failure(self, value: Any) -> str | None:
         """None when the condition holds, else why not."""
@@ -154,6 +178,42 @@ class FieldCheck(Check):
             f"{self.path} {show(value)} " + " and ".join(parts)
             if self.ordered
             else f"{self.path} is {show(value)}"
+        )
+
+    def explain_held(self, ctx: EvaluationContext) -> str:
+        # The check held, so _failure is None: only the wording is left.
+        value = ctx.record.get(self.path) if self.plain else self.get(ctx.record)
+        if not self.ordered:
+            if self._held_text is not None and type(value) is str:
+                return self._held_text  # value == the bound, so show(value) is show(bound)
+            return f"{self.path} is {show(value)}"
+        return f"{self.path} {show(value)} {self._held_words}"
+
+    def predicate(self, code: PredicateCode) -> str:
+        if len(self.ops) != 1 or self.members is not None or self.excluded is not None:
+            return super().predicate(code)
+        name, bound = self.ops[0]
+        value = code.read(self.path)
+        if name in {"eq", "ne"}:
+            temp = code.temp()
+            if exact_bound(bound) or isinstance(bound, str):
+                # values_equal is plain == unless a float meets a number.
+                test = f"(({temp} := {value}) == {code.name(bound)})"
+            else:
+                test = f"{code.name(fn.values_equal)}(({temp} := {value}), {code.name(bound)})"
+            # As test(): `ne` never holds on a missing value.
+            return test if name == "eq" else f"(not {test} and {temp} is not None)"
+        if type(bound) is not int or not exact_bound(bound):
+            return super().predicate(code)
+        # An int bound within 2**53 orders exactly like the decimal comparison for int and float
+        # values (a float's shortest repr rounds back to it, so it cannot cross an integer that is a
+        # float too); other values take the helpers.
+        temp = code.temp()
+        symbol = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[name]
+        helper = code.name(_OPS[name][1])
+        return (
+            f"(({temp} := {value}) is not None and ({temp} {symbol} {code.name(bound)} "
+            f"if _type({temp}) in _INT_FLOAT else {helper}({temp}, {code.name(bound)})))"
         )
 
     def uses(self) -> tuple[FieldUse, ...]:
@@ -214,6 +274,23 @@ class DaysCheck(Check):
             return f"{text}; needs {' and '.join(wanted)}"
         stage = self.stage(days)
         return text + (f", stage {stage}" if stage is not None else "")
+
+    def predicate(self, code: PredicateCode) -> str:
+        if not all(type(bound) is int for _, bound in self.bounds) or not all(
+            type(s) is int for s in self.stages or ()
+        ):
+            return super().predicate(code)
+        temp = code.temp()
+        symbols = {"eq": "==", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+        parts = [f"({temp} := {code.name(self.count)}(ctx, {code.read(self.path)})) is not None"]
+        parts += [f"{temp} {symbols[name]} {bound}" for name, bound in self.bounds]
+        if self.stages is not None:
+            # stage() is not None: some stage reached (overdue) or still ahead (until due).
+            if self.kind == "days_overdue":
+                parts.append(f"{temp} >= {min(self.stages)}")
+            else:
+                parts.append(f"0 <= {temp} <= {max(self.stages)}")
+        return "(" + " and ".join(parts) + ")"
 
     def uses(self) -> tuple[FieldUse, ...]:
         return (FieldUse(self.path, "date", (self.kind, "field")),)
@@ -364,6 +441,13 @@ class ExprCheck(Check):
     def test(self, ctx: EvaluationContext) -> bool:
         return bool(self.compiled(ctx))
 
+    def predicate(self, code: PredicateCode) -> str:
+        return f"{code.name(self.compiled.function)}(ctx)"
+
+    def explain_held(self, ctx: EvaluationContext) -> str:
+        # The expression is pure: having just held, it is true again.
+        return f"`{self.compiled.source}` is true"
+
     def explain(self, ctx: EvaluationContext) -> str:
         try:
             value = self.compiled(ctx)
@@ -383,3 +467,86 @@ def run_test(check: Check, ctx: EvaluationContext) -> tuple[bool, str | None]:
         return False, f"{exc.code} {exc.message}"
     except (EngineError, ArithmeticError, TypeError, ValueError) as exc:
         return False, str(exc)
+
+
+_MAX_EXACT = 2**53  # integers a float holds exactly
+
+
+def exact_bound(value: Any) -> bool:
+    """A bound whose == and ordering against int and float values need no decimal conversion."""
+    return (
+        value is None
+        or isinstance(value, bool)
+        or (type(value) is int and -_MAX_EXACT <= value <= _MAX_EXACT)
+    )
+
+
+class PredicateCode:
+    """Names and temporaries for the Python source of one rule's predicate."""
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {
+            "__builtins__": {},
+            "_type": type,
+            "_dict": dict,
+            "_isinstance": isinstance,
+            "_Mapping": Mapping,
+            "_INT_FLOAT": frozenset({int, float}),
+            "_CAUGHT": (EngineError, ArithmeticError, TypeError, ValueError),
+        }
+        self.temps = 0
+
+    def name(self, value: Any) -> str:
+        key = f"_n{len(self.namespace)}"
+        self.namespace[key] = value
+        return key
+
+    def temp(self) -> str:
+        self.temps += 1
+        return f"_t{self.temps}"
+
+    def read(self, path: str) -> str:
+        """What make_getter(path) returns, for the plain dict `rec`."""
+        head, _, tail = path.partition(".")
+        if not tail:
+            return f"rec.get({self.name(head)})"
+        temp = self.temp()
+        return (
+            f"({temp}.get({self.name(tail)}) if _type({temp} := rec.get({self.name(head)})) is _dict "
+            f"or _isinstance({temp}, _Mapping) else None)"
+        )
+
+
+Predicate = Callable[[EvaluationContext], bool]
+
+
+def compile_predicate(checks: tuple[Check, ...]) -> Predicate:
+    """All of `checks` as one Python function: True when every check holds, in order.
+
+    The same answer as running each check through `run_test` and stopping at the first that does
+    not hold (or raises one of the errors run_test turns into "does not hold"), without a call, a
+    tuple and a try per check. Records that are not plain dicts take the checks one by one.
+    """
+
+    def one_by_one(ctx: EvaluationContext) -> bool:
+        return all(run_test(check, ctx)[0] for check in checks)
+
+    code = PredicateCode()
+    tests = [check.predicate(code) for check in checks]
+    fallback = code.name(one_by_one)
+    source = (
+        "def _holds(ctx):\n"
+        "    rec = ctx.record\n"
+        "    if _type(rec) is not _dict:\n"
+        f"        return {fallback}(ctx)\n"
+        "    try:\n"
+        f"        if {' and '.join(tests) or 'True'}:\n"
+        "            return True\n"
+        "    except _CAUGHT:\n"
+        "        pass\n"
+        "    return False\n"
+    )
+    namespace = code.namespace
+    exec(compile(source, "<rule conditions>", "exec"), namespace)  # noqa: S102 - built from compiled checks
+    predicate: Predicate = namespace["_holds"]
+    return predicate

@@ -33,6 +33,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 from engine.errors import EngineError, TemplateError
+from engine.fastrender import FastRender, compile_fast
 from engine.functions import MAX_MONEY_PLACES, to_date, to_datetime, to_decimal
 from engine.phones import mask
 
@@ -329,16 +330,40 @@ def make_environment(
 class CompiledTemplate:
     """A template loaded and compiled once; `render` turns a context into the message body."""
 
-    __slots__ = ("_template", "name", "variables")
+    __slots__ = ("_fast", "_template", "name", "variables")
 
-    def __init__(self, name: str, template: jinja2.Template, variables: frozenset[str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        template: jinja2.Template,
+        variables: frozenset[str],
+        fast: FastRender | None = None,
+    ) -> None:
         self.name = name
         self._template = template
         # Top-level names the template reads (for lint: e.g. a variable no record provides).
         self.variables = variables
+        # The same template as one Python function (engine.fastrender), when it is plain enough.
+        self._fast = fast
+
+    @property
+    def has_fast_path(self) -> bool:
+        return self._fast is not None
 
     def render(self, context: Mapping[str, Any]) -> str:
         """The body with trailing newlines removed; TemplateError ML203 / ML204 with the template line."""
+        fast = self._fast
+        if fast is not None:
+            text: str | None
+            try:
+                text = fast(context)
+            except Exception:  # Jinja below renders it again and reports the real error
+                text = None
+            if text is not None and len(text) <= MAX_OUTPUT:
+                return text.rstrip("\r\n")
+        return self._render_jinja(context)
+
+    def _render_jinja(self, context: Mapping[str, Any]) -> str:
         chunks: list[str] = []
         size = 0
         try:
@@ -397,8 +422,10 @@ def compile_template(env: ImmutableSandboxedEnvironment, name: str) -> CompiledT
         raise TemplateError("ML201", _syntax_message(env, exc), template=name, line=exc.lineno) from None
     assert env.loader is not None
     source, _, _ = env.loader.get_source(env, name)
-    variables = jinja2.meta.find_undeclared_variables(env.parse(source))
-    return CompiledTemplate(name, template, frozenset(variables))
+    tree = env.parse(source)
+    fast = compile_fast(env, tree)
+    variables = jinja2.meta.find_undeclared_variables(tree)
+    return CompiledTemplate(name, template, frozenset(variables), fast)
 
 
 def _can_list(env: ImmutableSandboxedEnvironment) -> bool:
@@ -459,11 +486,39 @@ def _pack(costs: list[int], single: int, multi: int) -> int:
     return segments
 
 
+_GSM_ALL = _GSM_BASIC | _GSM_EXTENSION
+# Finds the first character outside the basic table: none means plain GSM-7, one unit each.
+_OUTSIDE_GSM_BASIC = re.compile("[^" + "".join(sorted(re.escape(ch) for ch in _GSM_BASIC)) + "]")
+
+
+def _even(units: int, single: int, multi: int) -> int:
+    """_pack when every character costs one unit: no pair to keep together."""
+    if units == 0:
+        return 0
+    return 1 if units <= single else -(-units // multi)
+
+
+def segment_count(body: str) -> int:
+    """sms_segments(body).segments."""
+    if _OUTSIDE_GSM_BASIC.search(body) is None:
+        return _even(len(body), 160, 153)
+    return sms_segments(body).segments
+
+
 def sms_segments(body: str) -> SegmentInfo:
     """GSM-7 when every character is in the GSM alphabet (160 / 153 per part), else UCS-2 (70 / 67)."""
-    if all(ch in _GSM_BASIC or ch in _GSM_EXTENSION for ch in body):
+    # Counted once per planned message: the commonest body (basic GSM only) is one regex scan; the
+    # per-character packing is only needed when a two-unit character is present.
+    if _OUTSIDE_GSM_BASIC.search(body) is None:
+        return SegmentInfo("GSM-7", len(body), _even(len(body), 160, 153))
+    chars = set(body)
+    if chars <= _GSM_ALL:
+        if chars.isdisjoint(_GSM_EXTENSION):
+            return SegmentInfo("GSM-7", len(body), _even(len(body), 160, 153))
         costs = [2 if ch in _GSM_EXTENSION else 1 for ch in body]
         return SegmentInfo("GSM-7", sum(costs), _pack(costs, 160, 153))
+    if max(chars) <= "\uffff":
+        return SegmentInfo("UCS-2", len(body), _even(len(body), 70, 67))
     costs = [2 if ord(ch) > 0xFFFF else 1 for ch in body]
     return SegmentInfo("UCS-2", sum(costs), _pack(costs, 70, 67))
 
@@ -480,5 +535,6 @@ __all__ = [
     "make_environment",
     "money",
     "phone_mask",
+    "segment_count",
     "sms_segments",
 ]

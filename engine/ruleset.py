@@ -5,15 +5,23 @@ Built once by engine.loader; nothing here is re-checked or mutated per record.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from engine.conditions import Check, CrossingCheck, DaysCheck, Getter
+from engine.conditions import Check, CrossingCheck, DaysCheck, Getter, Predicate, compile_predicate
 from engine.model import RuleFile
 from engine.render import CompiledTemplate
 from engine.stages import CompiledGroup, CompiledStage, LadderCheck
+
+# once_per entries evaluation computes rather than reads from the record.
+_COMPUTED_ONCE_PER = frozenset({"stage", "crossing", "day", "week"})
+
+
+def _json_text(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -50,13 +58,41 @@ class CompiledRule:
     stages: tuple[CompiledStage, ...] = ()  # the escalation ladder, when the rule declares one
     group: CompiledGroup | None = None
     templates: tuple[CompiledTemplate, ...] = ()  # every template the rule may render (lint, reload)
+    # All of `checks` compiled into one function (engine.conditions.compile_predicate): what
+    # engine.evaluate runs per record.
+    holds: Predicate = field(init=False, repr=False, compare=False)
+    # The checks evaluation looks up per fired record, found once.
+    _ladder: LadderCheck | None = field(init=False, repr=False, compare=False)
+    _stage_check: DaysCheck | None = field(init=False, repr=False, compare=False)
+    # Canonical JSON (engine.evaluate.make_job_id) of the constant parts of every job id of this rule:
+    # '["<id>","<entity>",' and each once_per entry name.
+    job_id_head: str = field(init=False, repr=False, compare=False)
+    # once_per as (entry, its JSON, the record getter or None for stage/crossing/day/week).
+    # (field_name is set for a plain field: read with record.get, no getter call.)
+    once_per_steps: tuple[tuple[str, str, str | None, Getter | None], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "holds", compile_predicate(self.checks))
+        object.__setattr__(self, "job_id_head", f"[{_json_text(self.id)},{_json_text(self.entity)},")
+        steps = tuple(
+            (entry, _json_text(entry), None, None)
+            if entry in _COMPUTED_ONCE_PER
+            else (entry, _json_text(entry), None if "." in entry else entry, self.once_per_getters[entry])
+            for entry in self.once_per
+        )
+        object.__setattr__(self, "once_per_steps", steps)
+        ladder = next((c for c in self.checks if isinstance(c, LadderCheck)), None)
+        object.__setattr__(self, "_ladder", ladder)
+        stage_check = next(
+            (c for c in self.checks if isinstance(c, DaysCheck) and c.stages is not None), None
+        )
+        object.__setattr__(self, "_stage_check", stage_check)
 
     @property
     def ladder(self) -> LadderCheck | None:
-        for check in self.checks:
-            if isinstance(check, LadderCheck):
-                return check
-        return None
+        return self._ladder
 
     def to_staff(self, stage: int | None) -> bool:
         """Does this stage go to fixed numbers (an account manager, a desk) rather than the customer?
@@ -79,10 +115,7 @@ class CompiledRule:
 
     @property
     def stage_check(self) -> DaysCheck | None:
-        for check in self.checks:
-            if isinstance(check, DaysCheck) and check.stages is not None:
-                return check
-        return None
+        return self._stage_check
 
     @property
     def crossing_check(self) -> CrossingCheck | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine import functions as fn
-from engine.conditions import Check, FieldUse, make_getter
+from engine.conditions import Check, FieldUse, PredicateCode, make_getter
 from engine.functions import EvaluationContext
 from engine.render import CompiledTemplate
 
@@ -56,8 +56,12 @@ class LadderCheck(Check):
         self.stages = tuple(sorted(stages, key=lambda s: (s.starts, s.days)))
         self.path = field
         self.get = make_getter(field)
+        # A plain field is read with record.get (what the getter does), without the extra call.
+        self.field_name = None if "." in field else field
 
     def days(self, ctx: EvaluationContext) -> int | None:
+        if self.field_name is not None:
+            return fn.days_overdue(ctx, ctx.record.get(self.field_name))
         return fn.days_overdue(ctx, self.get(ctx.record))
 
     def current(self, days: int) -> CompiledStage | None:
@@ -73,15 +77,29 @@ class LadderCheck(Check):
 
     def explain(self, ctx: EvaluationContext) -> str:
         days = self.days(ctx)
+        return self.explain_days(ctx, days, None if days is None else self.current(days))
+
+    def explain_days(self, ctx: EvaluationContext, days: int | None, stage: CompiledStage | None) -> str:
+        """`explain` with the days overdue and the stage reached already known (days() and current())."""
         if days is None:
             return f"{self.path} is empty"
-        when = f"{days} day{'' if abs(days) == 1 else 's'} overdue ({self.path} {self.get(ctx.record)}, today {ctx.today})"
-        stage = self.current(days)
+        raw = ctx.record.get(self.field_name) if self.field_name is not None else self.get(ctx.record)
+        when = f"{days} day{'' if abs(days) == 1 else 's'} overdue ({self.path} {raw}, today {ctx.today})"
         if stage is None:
             first = self.stages[0]
             return f"{when}; the first stage starts at {first.starts} days overdue"
         grace = f" after {stage.grace_days} grace day(s)" if stage.grace_days else ""
         return f"{when}, stage {stage.days} ({stage.label}){grace}"
+
+    def predicate(self, code: PredicateCode) -> str:
+        if not self.stages:
+            return super().predicate(code)
+        # current() is not None once the earliest start is reached (stages are sorted by start).
+        temp = code.temp()
+        return (
+            f"(({temp} := {code.name(fn.days_overdue)}(ctx, {code.read(self.path)})) is not None "
+            f"and {temp} >= {code.name(self.stages[0].starts)})"
+        )
 
     def uses(self) -> tuple[FieldUse, ...]:
         return (FieldUse(self.path, "date", ()),)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from engine.render import SegmentInfo, sms_segments
+from engine.render import _GSM_BASIC, _GSM_EXTENSION, SegmentInfo, _pack, segment_count, sms_segments
 
 
 @pytest.mark.parametrize(
@@ -44,3 +46,28 @@ from engine.render import SegmentInfo, sms_segments
 )
 def test_segments(body: str, expected: SegmentInfo) -> None:
     assert sms_segments(body) == expected
+
+
+def _reference(body: str) -> SegmentInfo:
+    """Character by character, as sms_segments counted before its fast paths."""
+    if all(ch in _GSM_BASIC or ch in _GSM_EXTENSION for ch in body):
+        costs = [2 if ch in _GSM_EXTENSION else 1 for ch in body]
+        return SegmentInfo("GSM-7", sum(costs), _pack(costs, 160, 153))
+    costs = [2 if ord(ch) > 0xFFFF else 1 for ch in body]
+    return SegmentInfo("UCS-2", sum(costs), _pack(costs, 70, 67))
+
+
+def test_fast_paths_count_as_the_reference_does() -> None:
+    rng = random.Random(11)
+    alphabets = ["ab c.", "ab€{", "abő", "ab😀", "ab`", "ab€ő😀\n"]
+    bodies = [""] + [
+        "".join(
+            rng.choice(alphabet) for _ in range(rng.choice([1, 66, 67, 70, 153, 160, 161, 306, 307, 400]))
+        )
+        for alphabet in alphabets
+        for _ in range(40)
+    ]
+    for body in bodies:
+        expected = _reference(body)
+        assert sms_segments(body) == expected, body
+        assert segment_count(body) == expected.segments, body
