@@ -3,6 +3,7 @@ simulators, then a grep of every output and of the database for each secret."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -166,14 +167,6 @@ def test_credentials_and_check_against_the_simulators(
     (lookup,) = twilio.requests(path_contains="/IncomingPhoneNumbers.json")
     assert ("PhoneNumber", twilio.from_number) in lookup.query
 
-    # A sender the account does not own: exit 1, the sender row names the setting to fix.
-    twilio.remove_incoming_number(twilio.from_number)
-    not_owned = run("check")
-    assert not_owned.returncode == 1
-    [sender_line] = [line for line in not_owned.stdout.splitlines() if " sender " in line]
-    assert "FAIL" in sender_line and "MLC_TWILIO__FROM_NUMBER" in sender_line
-    twilio.set_incoming_number(twilio.from_number)
-
     # A wrong stored secret: the token check fails with the fix, the secret is not echoed.
     wrong_secret = "wrong-" + bc.client_secret[::-1]
     secrets.append(wrong_secret)
@@ -207,6 +200,36 @@ def test_credentials_and_check_against_the_simulators(
         assert secret not in output
         assert secret not in stored
     assert new_key not in stored and old_key not in stored
+
+
+# One process, credentials from the environment (no stored set): everything else passes, so exit 1
+# is the sender's doing.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_check_exits_1_when_the_account_does_not_own_the_sender(
+    run: Runner, sims: tuple[BCSimulator, TwilioSimulator]
+) -> None:
+    bc, twilio = sims
+    twilio.remove_incoming_number(twilio.from_number)
+    env = {
+        "MLC_BC__TENANT_ID": bc.tenant_id,
+        "MLC_BC__CLIENT_ID": bc.client_id,
+        "MLC_BC__CLIENT_SECRET": bc.client_secret,
+        "MLC_BC__ENVIRONMENT": bc.environment,
+        "MLC_BC__COMPANIES": json.dumps(list(bc.companies)),
+        "MLC_TWILIO__ACCOUNT_SID": twilio.account_sid,
+        "MLC_TWILIO__API_KEY_SID": twilio.api_key_sid,
+        "MLC_TWILIO__API_KEY_SECRET": twilio.api_key_secret,
+        "MLC_TWILIO__FROM_NUMBER": twilio.from_number,
+        "MLC_TWILIO__VERIFY_SERVICE_SID": twilio.verify_service_sid,
+    }
+    checked = run("check", env=env)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    failed = [line for line in checked.stdout.splitlines() if "FAIL" in line]
+    assert len(failed) == 1 and " sender " in failed[0], checked.stdout
+    assert "MLC_TWILIO__FROM_NUMBER" in failed[0] and twilio.from_number in failed[0]
+    assert "1 check(s) failed" in checked.stdout
+    for secret in (bc.client_secret, twilio.api_key_secret):
+        assert secret not in checked.stdout + checked.stderr
 
 
 def test_new_key_file_keeps_old_keys_and_refuses_foreign_content(tmp_path: Path) -> None:
