@@ -7,10 +7,21 @@ One pass (run_once):
    inside the rule's quiet hours -> 'held' until the window ends; else send;
 4. per send: wait for the messages-per-second budget (a burst is smoothed, not refused), commit
    'submitting' BEFORE the HTTP call, call Twilio with StatusCallback = public URL + ?job=<job id>,
-   record the SID. Errors, by the client's classification (server/twilio/errors.py):
+   record the SID. Up to `concurrency` sends are in flight at once (MLC_SEND_CONCURRENCY), so the
+   round trips to the database and to Twilio overlap instead of capping the rate; the budget alone
+   paces them. At start and after a halt, the first send goes alone (a configuration error then
+   stops the pass before others are in flight). Sends begin in claim order, but one may be
+   answered before an earlier one: nothing depends on the order texts reach a phone (Twilio does
+   not promise it; a ladder plans only the highest stage reached, a grouped reminder's members are
+   skipped rows), and one recipient may be sent many texts at once (the credit control desk of
+   credit-limit-crossed gets every customer's alert), so sends are not queued per recipient.
+   The 'submitting' and SID writes of sends that are ready together share one transaction (a
+   group commit: alone, a write goes at once). Errors, by the client's classification
+   (server/twilio/errors.py):
    - RetryableError / RateLimitedError (429 "was not processed", reference 20429): requeue with
      exponential backoff and full jitter (Retry-After as a floor), failed after max_send_attempts;
-     a 429 also pauses this process's budget so the rest of the batch does not hammer Twilio;
+     a 429 also pauses this process's budget, for the sends waiting for their turn too, so the
+     rest of the batch does not hammer Twilio;
    - OptedOutError (21610): 'opted_out' and into the opt-out registry, never retried;
    - PermanentRecipientError (21211, 21614, ...): 'failed' with the code, never retried;
    - ConfigurationError (20003, 21606, ...): 'failed' with the code, an error log, and the
@@ -28,10 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Generic, TypeVar
 from urllib.parse import quote
 
 from server.logs import get_logger
@@ -84,11 +96,16 @@ class DispatchPolicy:
     rate_limit_pause_seconds: float = 1.0  # budget pause after a 429 without Retry-After
     configuration_pause_seconds: float = 60.0  # stop sending after a configuration error
     max_budget_burst: float = 1.0
+    concurrency: int = 8  # create calls in flight at once, all within the send budget
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatchPolicy:
         # The leases bound how long a restarted service waits for the claims of the one that died.
-        return cls(claim_seconds=settings.claim_seconds, submit_seconds=settings.submit_lease_seconds)
+        return cls(
+            claim_seconds=settings.claim_seconds,
+            submit_seconds=settings.submit_lease_seconds,
+            concurrency=settings.send_concurrency,
+        )
 
 
 class Decision(StrEnum):
@@ -126,6 +143,49 @@ class PassReport:
         )
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[T, R]):
+    """One transaction for the writes that pile up while the previous one runs.
+
+    `add(item)` queues the item and returns a future of the result of the transaction that carries
+    it (the whole result: each caller picks its own part). A write starts at once when none is
+    running, so a lone send waits no longer than before; concurrent sends share a commit.
+    """
+
+    def __init__(self, write: Callable[[list[T]], R]) -> None:
+        self._write = write
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def add(self, item: T) -> asyncio.Future[R]:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="dispatcher:group-commit")
+        return future
+
+    async def _flush(self) -> None:
+        while self._queue:
+            taken, self._queue = self._queue, []
+            try:
+                result = await asyncio.to_thread(self._write, [item for item, _ in taken])
+            except Exception as exc:
+                for _, future in taken:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            except asyncio.CancelledError:  # the loop is closing: no waiter may hang
+                for _, future in taken + self._queue:
+                    future.cancel()
+                raise
+            for _, future in taken:
+                if not future.done():
+                    future.set_result(result)
+
+
 def status_callback_url(public_base_url: str, job_id: str) -> str:
     """Where Twilio reports this job's status; the job id rides in the query (Twilio's resource
     does not echo it back, but the callback URL is called exactly as given)."""
@@ -152,6 +212,11 @@ class Dispatcher:
         self.release_check = ReleaseCheck(services)
         self._rng = rng or random.SystemRandom()
         self._halted_until: datetime | None = None
+        # Until one send has been answered (at start, after a halt), a pass sends its first job
+        # alone: a configuration error then stops the pass before others are in flight.
+        self._probe = True
+        self._submitting: GroupCommit[str, set[str]] = GroupCommit(self._mark_submitting)
+        self._recording: GroupCommit[outbox.Accepted, set[str]] = GroupCommit(self._sent)
         self.last_pass = PassReport()
 
     # ------------------------------------------------------------------ the pass
@@ -182,6 +247,8 @@ class Dispatcher:
         now = self.services.clock.now()
         if self._halted_until is not None and now < self._halted_until:
             return report.handled
+        if self._halted_until is not None:
+            self._probe = True  # the error may still be there: one send first, alone
         self._halted_until = None
         batch = await asyncio.to_thread(self._claim, now)
         if not batch:
@@ -245,18 +312,53 @@ class Dispatcher:
         return decisions
 
     async def _send_all(self, batch: Sequence[OutboxMessage], report: PassReport) -> None:
-        remaining = list(batch)
+        waiting = {m.job_id: m for m in batch}  # not handed to a send yet: given back if we stop
         try:
-            while remaining:
-                message = remaining[0]
-                if self._halted_until is not None:
-                    break
-                await self.send(message, report)
-                remaining.pop(0)
+            rest = list(batch)
+            if rest and self._probe and self._halted_until is None:
+                first = rest.pop(0)
+                del waiting[first.job_id]
+                await self.send(first, report)
+                self._probe = self._halted_until is not None
+            if rest and self._halted_until is None:
+                await self._send_concurrently(rest, waiting, report)
         finally:
-            # Halted, or cancelled (shutdown): give the unsent claims back at once.
-            if remaining:
-                await asyncio.shield(asyncio.to_thread(self._release, [m.job_id for m in remaining]))
+            # Halted, failed or cancelled (shutdown): give the unsent claims back at once.
+            if waiting:
+                await asyncio.shield(asyncio.to_thread(self._release, list(waiting)))
+
+    async def _send_concurrently(
+        self, batch: Sequence[OutboxMessage], waiting: dict[str, OutboxMessage], report: PassReport
+    ) -> None:
+        """Up to policy.concurrency sends at once, begun in claim order.
+
+        After a halt or an unexpected error no further send starts; those in flight finish (a
+        create call is never abandoned half-way unless the dispatcher itself is cancelled).
+        """
+        slots = asyncio.Semaphore(max(1, self.policy.concurrency))
+        errors: list[BaseException] = []
+
+        async def in_turn(message: OutboxMessage) -> None:
+            async with slots:  # FIFO: the sends begin in claim order
+                if self._halted_until is not None or errors:
+                    return  # stays in `waiting`: released
+                del waiting[message.job_id]
+                try:
+                    await self.send(message, report)
+                except Exception as exc:  # raised once all are done; the others stop starting
+                    errors.append(exc)
+
+        tasks = [asyncio.create_task(in_turn(m), name=f"send:{m.job_id}") for m in batch]
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            # Shutdown: each send records what it must (a call cut off mid-way is 'unknown').
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            raise
+        if errors:
+            raise errors[0]
 
     def _release(self, job_ids: Sequence[str]) -> None:
         now = self.services.clock.now()
@@ -275,11 +377,12 @@ class Dispatcher:
                 "TWILIO CONFIGURATION ERROR: set MLC_TWILIO__FROM_NUMBER or MLC_TWILIO__MESSAGING_SERVICE_SID",
                 job=message.job_id,
             )
-            await self._fail(
-                message, NO_SENDER, "no sender configured (From number or Messaging Service)", report
-            )
+            # Halted before the write: no concurrent send starts meanwhile.
             self._halted_until = self.services.clock.now() + timedelta(
                 seconds=self.policy.configuration_pause_seconds
+            )
+            await self._fail(
+                message, NO_SENDER, "no sender configured (From number or Messaging Service)", report
             )
             return
         if message.channel == Channel.VOICE:
@@ -297,14 +400,15 @@ class Dispatcher:
                 await self._fail(message, BAD_TWIML, str(exc), report)
                 return
         await self.budget.acquire()
-        submitted = await asyncio.to_thread(self._mark_submitting, message.job_id)
-        if not submitted:
+        if not await self._submit(message.job_id):
             log.warning("claim lost before sending; another worker owns the job", job=message.job_id)
             return
         callback = status_callback_url(settings.public_base_url, message.job_id)
         twilio = self.services.twilio
         recipient = message.recipient or ""
         try:
+            # A 429 seen by a concurrent send while this one was being recorded: wait it out too.
+            await self.budget.wait_unpaused()
             if twiml is not None:
                 call = await twilio.place_call(
                     recipient,
@@ -336,20 +440,35 @@ class Dispatcher:
             await asyncio.to_thread(self._unknown, message.job_id, f"{type(exc).__name__}: {exc}")
             report.unknown += 1
             return
-        await asyncio.to_thread(self._sent, message.job_id, sid, status)
+        await asyncio.shield(self._recording.add(outbox.Accepted(message.job_id, sid, status)))
         observe_send(self.services, message.channel, message.created_at)
         report.sent += 1
 
-    def _mark_submitting(self, job_id: str) -> bool:
+    async def _submit(self, job_id: str) -> bool:
+        """Commit 'submitting' for this job (with whichever sends are ready at the same moment);
+        True when the job is ours to send. Only after this returns may the create call be made."""
+        future = self._submitting.add(job_id)
+        try:
+            return job_id in await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # Moved, and no call will follow: say so, so that reconciliation looks at it now. A
+            # write still under way is not waited for (the loop may be closing): its 'submitting'
+            # becomes 'unknown' when the submit lease runs out, as after a crash.
+            written = future.done() and not future.cancelled() and future.exception() is None
+            if written and job_id in future.result():
+                await asyncio.shield(asyncio.to_thread(self._unknown, job_id, "stopped before the call"))
+            raise
+
+    def _mark_submitting(self, job_ids: list[str]) -> set[str]:
         now = self.services.clock.now()
         with session_scope(self.services.db) as session:
-            return outbox.mark_submitting(
-                session, job_id, self.worker_id, now=now, lease_seconds=self.policy.submit_seconds
+            return outbox.mark_submitting_many(
+                session, job_ids, self.worker_id, now=now, lease_seconds=self.policy.submit_seconds
             )
 
-    def _sent(self, job_id: str, sid: str, status: str) -> None:
+    def _sent(self, accepted: list[outbox.Accepted]) -> set[str]:
         with session_scope(self.services.db) as session:
-            outbox.mark_sent(session, job_id, sid=sid, twilio_status=status, now=self.services.clock.now())
+            return outbox.mark_sent_many(session, accepted, now=self.services.clock.now())
 
     def _unknown(self, job_id: str, detail: str) -> None:
         with session_scope(self.services.db) as session:
@@ -364,7 +483,10 @@ class Dispatcher:
                     session, message.job_id, code=code, message=text, now=self.services.clock.now()
                 )
 
-        report.failed += await asyncio.to_thread(fail)
+        # Awaited first: `report.failed += await ...` would read the count before the wait and
+        # lose the increments of concurrent sends.
+        moved = await asyncio.to_thread(fail)
+        report.failed += moved
 
     async def _on_error(self, message: OutboxMessage, exc: DeliveryError, report: PassReport) -> None:
         code = exc.code if exc.code is not None else (exc.status or None)
@@ -385,6 +507,9 @@ class Dispatcher:
         elif isinstance(exc, PermanentRecipientError):
             log.warning("recipient cannot receive this message", job=message.job_id, code=code)
             await self._fail(message, code, exc.message, report)
+        elif isinstance(exc, ConfigurationError) and self._halted_until is not None:
+            # A concurrent send met the same error and stopped sending: this job is not at fault.
+            await self._requeue_after_halt(message, exc, code, report, self._halted_until)
         elif isinstance(exc, ConfigurationError):
             pause = self.policy.configuration_pause_seconds
             log.error(
@@ -394,8 +519,8 @@ class Dispatcher:
                 error=str(exc),
                 pause_seconds=pause,
             )
-            await self._fail(message, code, exc.message, report)
             self._halted_until = self.services.clock.now() + timedelta(seconds=pause)
+            await self._fail(message, code, exc.message, report)
         else:
             log.error("Twilio refused the request (a bug on our side?)", job=message.job_id, error=str(exc))
             await self._fail(message, code, exc.message, report)
@@ -431,7 +556,30 @@ class Dispatcher:
                     detail=f"{exc.message}; retry in {delay:.1f}s (attempt {attempts} of {limit})",
                 )
 
-        report.requeued += await asyncio.to_thread(requeue)
+        moved = await asyncio.to_thread(requeue)
+        report.requeued += moved  # awaited first (see _fail)
+
+    async def _requeue_after_halt(
+        self,
+        message: OutboxMessage,
+        exc: DeliveryError,
+        code: str | int | None,
+        report: PassReport,
+        until: datetime,
+    ) -> None:
+        def requeue() -> bool:
+            with session_scope(self.services.db) as session:
+                return outbox.requeue(
+                    session,
+                    message.job_id,
+                    next_attempt_at=until,
+                    now=self.services.clock.now(),
+                    error_code=code,
+                    detail=f"{exc.message}; sending stopped until {until.isoformat()}",
+                )
+
+        moved = await asyncio.to_thread(requeue)
+        report.requeued += moved  # awaited first (see _fail)
 
     def _opted_out_by_twilio(self, message: OutboxMessage, exc: DeliveryError) -> None:
         now = self.services.clock.now()

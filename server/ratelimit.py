@@ -50,11 +50,31 @@ class SendBudget:
         return max(wait, self._paused_until - at)
 
     async def acquire(self, cost: float = 1.0) -> float:
-        """Wait for the right to send; returns the seconds waited."""
-        wait = self.reserve(cost)
-        if wait > 0:
-            await self._sleep(wait)
-        return wait
+        """Wait for the right to send; returns the seconds waited.
+
+        Several senders may wait at once (the dispatcher's concurrent sends): one whose turn comes
+        while a pause began meanwhile (a 429 seen by another) waits out the pause and reserves again,
+        so the sends after a pause are spread at the rate too, not released together.
+        """
+        waited = 0.0
+        while True:
+            wait = self.reserve(cost)
+            if wait > 0:
+                await self._sleep(wait)
+                waited += wait
+            paused = self.paused_for()
+            if paused <= 0:
+                return waited
+            await self._sleep(paused)
+            waited += paused
+
+    async def wait_unpaused(self) -> float:
+        """Wait out a pause, if any (a send that already holds its token); returns the seconds waited."""
+        waited = 0.0
+        while (paused := self.paused_for()) > 0:
+            await self._sleep(paused)
+            waited += paused
+        return waited
 
     def pause(self, seconds: float) -> None:
         """Nothing may be sent for `seconds` (Twilio said 429: the whole account is over its limit)."""

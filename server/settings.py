@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     )
     business_timezone: str = "Europe/London"
     messages_per_second: float = Field(default=10.0, gt=0)
+    send_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Twilio create calls one dispatcher keeps in flight at once, all within "
+        "messages_per_second (1: one at a time).",
+    )
     subscription_check_interval_seconds: float = Field(
         default=300.0,
         gt=0,

@@ -298,11 +298,23 @@ def mark_submitting(
     message is no longer sendable. `lease_seconds` must exceed the HTTP call's total timeout: after
     it the row is presumed interrupted and becomes 'unknown'.
     """
+    return job_id in mark_submitting_many(session, [job_id], worker_id, now=now, lease_seconds=lease_seconds)
+
+
+def mark_submitting_many(
+    session: Session, job_ids: Sequence[str], worker_id: str, *, now: datetime, lease_seconds: float
+) -> set[str]:
+    """mark_submitting for several jobs in one statement (the dispatcher's group commit).
+
+    Returns the job ids that moved; only those may be sent, each after this transaction commits.
+    """
     now = require_aware(now)
+    if not job_ids:
+        return set()
     stmt = (
         sa.update(_OUTBOX)
         .where(
-            _OUTBOX.c.job_id == job_id,
+            _OUTBOX.c.job_id.in_(list(job_ids)),
             _OUTBOX.c.claimed_by == worker_id,
             _OUTBOX.c.status.in_([s.value for s in CLAIMABLE]),
         )
@@ -315,10 +327,17 @@ def mark_submitting(
         )
         .returning(_OUTBOX.c.job_id)
     )
-    if session.execute(stmt).first() is None:
-        return False
-    _add_events(session, [job_id], status=S.SUBMITTING, source=EventSource.DISPATCHER, now=now)
-    return True
+    moved = set(session.execute(stmt).scalars().all())
+    if moved:
+        # Events in the callers' order, so a job's history reads the same as with one call each.
+        _add_events(
+            session,
+            [j for j in dict.fromkeys(job_ids) if j in moved],
+            status=S.SUBMITTING,
+            source=EventSource.DISPATCHER,
+            now=now,
+        )
+    return moved
 
 
 def mark_sent(
@@ -335,45 +354,97 @@ def mark_sent(
     Stores the SID and moves the status forward only (a callback may already have said more).
     Returns True when something changed.
     """
+    changed = mark_sent_many(session, [Accepted(job_id, sid, twilio_status)], now=now, source=source)
+    return job_id in changed
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Twilio's answer to one create call: the job, its SID and the status in the answer."""
+
+    job_id: str
+    sid: str
+    twilio_status: str
+
+
+def mark_sent_many(
+    session: Session,
+    accepted: Sequence[Accepted],
+    *,
+    now: datetime,
+    source: EventSource = EventSource.DISPATCHER,
+) -> set[str]:
+    """mark_sent for several answers in one transaction (rows locked in one statement).
+
+    Returns the job ids where something changed. LookupError if a job is not in the outbox.
+    """
     now = require_aware(now)
-    row = _lock_by_job(session, job_id)
-    if row is None:
-        raise LookupError(f"outbox has no job {job_id!r}")
-    if row.twilio_sid is not None and row.twilio_sid != sid:
-        # Two SIDs for one job means two sends happened: keep the first, make the second visible.
-        log.error("outbox: job %s already has sid %s, Twilio reported %s", job_id, row.twilio_sid, sid)
-        _add_events(
-            session,
-            [job_id],
-            status=S(row.status),
-            source=source,
-            now=now,
-            twilio_status=twilio_status,
-            detail=f"second Twilio sid {sid} for this job (kept {row.twilio_sid})",
-            changed=False,
+    if not accepted:
+        return set()
+    job_ids = list(dict.fromkeys(a.job_id for a in accepted))
+    # The few columns needed, not ORM rows (this runs once per send).
+    found = session.execute(
+        sa.select(_OUTBOX.c.id, _OUTBOX.c.job_id, _OUTBOX.c.channel, _OUTBOX.c.twilio_sid, _OUTBOX.c.status)
+        .where(_OUTBOX.c.job_id.in_(job_ids))
+        .order_by(_OUTBOX.c.id)  # one lock order for every writer: no deadlock
+        .with_for_update()
+    ).all()
+    rows = {r.job_id: r for r in found}
+    missing = [j for j in job_ids if j not in rows]
+    if missing:
+        raise LookupError(f"outbox has no job {missing[0]!r}")
+    # (sid, status) per job as this batch leaves it: a later answer for the same job sees the
+    # earlier one.
+    state = {j: (r.twilio_sid, S(r.status)) for j, r in rows.items()}
+    changed: set[str] = set()
+    events: list[dict[str, Any]] = []
+    for a in accepted:
+        row = rows[a.job_id]
+        known_sid, current = state[a.job_id]
+        if known_sid is not None and known_sid != a.sid:
+            # Two SIDs for one job means two sends happened: keep the first, make the second visible.
+            log.error("outbox: job %s already has sid %s, Twilio reported %s", a.job_id, known_sid, a.sid)
+            events.append(
+                _event(
+                    a.job_id,
+                    status=current,
+                    source=source,
+                    now=now,
+                    twilio_status=a.twilio_status,
+                    detail=f"second Twilio sid {a.sid} for this job (kept {known_sid})",
+                    changed=False,
+                )
+            )
+            continue
+        new = map_twilio_status(row.channel, a.twilio_status) or S.QUEUED
+        advance = is_advance(current, new)
+        if not advance and known_sid is not None:
+            continue
+        values: dict[str, Any] = {
+            "twilio_sid": a.sid,
+            "claimed_by": None,
+            "claim_expires": None,
+            "updated_at": now,
+        }
+        if advance:
+            values.update(status=new.value, twilio_status=a.twilio_status)
+        session.execute(sa.update(_OUTBOX).where(_OUTBOX.c.id == row.id).values(**values))
+        state[a.job_id] = (a.sid, new if advance else current)
+        changed.add(a.job_id)
+        events.append(
+            _event(
+                a.job_id,
+                status=new if advance else current,
+                source=source,
+                now=now,
+                twilio_status=a.twilio_status,
+                detail=f"sid {a.sid}",
+                changed=advance,
+            )
         )
-        return False
-    new = map_twilio_status(row.channel, twilio_status) or S.QUEUED
-    current = S(row.status)
-    advance = is_advance(current, new)
-    sid_new = row.twilio_sid is None
-    if not advance and not sid_new:
-        return False
-    values: dict[str, Any] = {"twilio_sid": sid, "claimed_by": None, "claim_expires": None, "updated_at": now}
-    if advance:
-        values.update(status=new.value, twilio_status=twilio_status)
-    session.execute(sa.update(_OUTBOX).where(_OUTBOX.c.job_id == job_id).values(**values))
-    _add_events(
-        session,
-        [job_id],
-        status=new if advance else current,
-        source=source,
-        now=now,
-        twilio_status=twilio_status,
-        detail=f"sid {sid}",
-        changed=advance,
-    )
-    return True
+    if events:
+        session.execute(sa.insert(_EVENTS), events)
+    return changed
 
 
 def mark_failed(
@@ -639,6 +710,33 @@ def _transition(
     return True
 
 
+def _event(
+    job_id: str,
+    *,
+    status: MessageStatus,
+    source: EventSource,
+    now: datetime,
+    twilio_status: str | None = None,
+    error_code: str | None = None,
+    detail: str | None = None,
+    params: dict[str, Any] | None = None,
+    dedupe_key: str | None = None,
+    changed: bool = True,
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "status": status.value,
+        "twilio_status": twilio_status,
+        "source": _text(source),
+        "error_code": error_code,
+        "detail": detail,
+        "params": params,
+        "dedupe_key": dedupe_key,
+        "changed": changed,
+        "at": now,
+    }
+
+
 def _add_events(
     session: Session,
     job_ids: Sequence[str],
@@ -654,18 +752,18 @@ def _add_events(
     changed: bool = True,
 ) -> None:
     rows = [
-        {
-            "job_id": job_id,
-            "status": status.value,
-            "twilio_status": twilio_status,
-            "source": _text(source),
-            "error_code": error_code,
-            "detail": detail,
-            "params": params,
-            "dedupe_key": dedupe_key,
-            "changed": changed,
-            "at": now,
-        }
+        _event(
+            job_id,
+            status=status,
+            source=source,
+            now=now,
+            twilio_status=twilio_status,
+            error_code=error_code,
+            detail=detail,
+            params=params,
+            dedupe_key=dedupe_key,
+            changed=changed,
+        )
         for job_id in job_ids
     ]
     if dedupe_key is not None:

@@ -190,3 +190,23 @@ async def test_a_busy_line_is_undelivered(stack: Stack) -> None:
     await make_dispatcher(stack).run_once()
     await stack.twilio_sim.asettle()
     assert message(stack, job).status == "undelivered"
+
+
+async def test_a_pause_that_begins_while_waiting_is_waited_out_too() -> None:
+    """Concurrent sends: one waits for its turn when another meets a 429 and pauses the budget."""
+    fake = FakeTime()
+    budget = SendBudget(10.0, now=fake, sleep=fake.sleep)
+    paused = False
+
+    async def sleep_and_meet_a_429(seconds: float) -> None:
+        nonlocal paused
+        await fake.sleep(seconds)
+        if not paused:
+            paused = True
+            budget.pause(5.0)  # another send was answered 429 meanwhile
+
+    budget._sleep = sleep_and_meet_a_429
+    assert await budget.acquire() == 0.0
+    assert round(await budget.acquire(), 6) == 5.1  # its turn (0.1 s), then the whole pause
+    assert fake.slept == [0.1, 5.0]
+    assert round(await budget.wait_unpaused(), 6) == 0.0
