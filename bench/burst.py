@@ -76,7 +76,7 @@ async def one_run(params: Params) -> dict[str, Any]:
     from server.runtime import start_workers
     from server.sandbox.stack import Stack
     from server.store.db import read_scope
-    from server.store.tables import BcSubscription, OutboxMessage
+    from server.store.tables import BcSubscription, MessageEvent, OutboxMessage
 
     with fresh_database("burst") as url:
         stack = Stack(
@@ -156,17 +156,66 @@ async def one_run(params: Params) -> dict[str, Any]:
                 await asyncio.gather(*(post(client) for _ in range(CONCURRENCY)))
             posted = time.time()
             deadline = time.monotonic() + params.customers / RATE * 3 + 60
-            sent: list[tuple[str | None, str | None, str]] = []
-            while time.monotonic() < deadline:
+
+            def count_sent() -> int:
                 with read_scope(services.db) as session:
-                    sent = [
-                        (r.record_id, r.twilio_sid, r.status)
-                        for r in session.execute(sa.select(OutboxMessage)).scalars()
-                        if r.twilio_sid is not None
-                    ]
-                if len(sent) >= params.customers:
+                    return int(
+                        session.execute(
+                            sa.select(sa.func.count())
+                            .select_from(OutboxMessage)
+                            .where(sa.column("twilio_sid").is_not(None))
+                        ).scalar_one()
+                    )
+
+            # Polled off the event loop, with a count: this loop also serves the connector, and
+            # loading every outbox row four times a second held it up (idle gaps of the bench's own).
+            while time.monotonic() < deadline:
+                if await asyncio.to_thread(count_sent) >= params.customers:
                     break
                 await asyncio.sleep(0.25)
+            with read_scope(services.db) as session:
+                sent: list[tuple[str | None, str | None, str]] = [
+                    (record_id, sid, status)
+                    for record_id, sid, status in session.execute(
+                        sa.select(sa.column("record_id"), sa.column("twilio_sid"), sa.column("status"))
+                        .select_from(OutboxMessage)
+                        .where(sa.column("twilio_sid").is_not(None))
+                    ).all()
+                ]
+            # Where the time went: when each message was planned (the outbox row is born) and when
+            # its first create call began ('submitting' committed), on the connector's clock.
+            with read_scope(services.db) as session:
+                planned_at = [
+                    at.timestamp()
+                    for at in session.execute(sa.select(sa.column("created_at")).select_from(OutboxMessage))
+                    .scalars()
+                    .all()
+                ]
+                submitting_at = [
+                    at.timestamp()
+                    for at in session.execute(
+                        sa.select(sa.func.min(sa.column("at")))
+                        .select_from(MessageEvent)
+                        .where(sa.column("status") == "submitting")
+                        .group_by(sa.column("job_id"))
+                    )
+                    .scalars()
+                    .all()
+                ]
+                # per job: 'submitting' committed, SID recorded (the dispatcher's 'queued' event)
+                stages: dict[str, dict[str, float]] = {}
+                for job_id, status, source, at in session.execute(
+                    sa.select(
+                        sa.column("job_id"), sa.column("status"), sa.column("source"), sa.column("at")
+                    ).select_from(MessageEvent)
+                ).all():
+                    if status == "submitting" or (status == "queued" and source == "dispatcher"):
+                        stages.setdefault(job_id, {}).setdefault(status, at.timestamp())
+                sids = dict(
+                    session.execute(
+                        sa.select(sa.column("job_id"), sa.column("twilio_sid")).select_from(OutboxMessage)
+                    ).all()
+                )
             with read_scope(services.db) as session:
                 outbox_rows = session.execute(
                     sa.select(sa.func.count()).select_from(OutboxMessage)
@@ -197,6 +246,19 @@ async def one_run(params: Params) -> dict[str, Any]:
             latencies.append(at - first_seen[record_id])
     times.sort()
     gaps = [b - a for a, b in itertools.pairwise(times)]
+    # diagnosis: 'submitting' -> Twilio's acceptance -> SID recorded, per job
+    to_accept = [
+        accepted[sids[j]] - st["submitting"]
+        for j, st in stages.items()
+        if "submitting" in st and sids.get(j) in accepted
+    ]
+    to_record = [
+        st["queued"] - accepted[sids[j]]
+        for j, st in stages.items()
+        if "queued" in st and sids.get(j) in accepted
+    ]
+    planned_at.sort()
+    submitting_at.sort()
     return {
         "notifications": len(items),
         "posts": len(batches),
@@ -212,6 +274,14 @@ async def one_run(params: Params) -> dict[str, Any]:
         "idle_gaps": sum(1 for g in gaps if g > IDLE_GAP_SECONDS),
         "max_gap": max(gaps) if gaps else 0.0,
         "http_429": sum(1 for r in creates if r.status == 429),
+        # stages, seconds after the first POST
+        "first_planned": (planned_at[0] - began) if planned_at else float("nan"),
+        "half_planned": (planned_at[len(planned_at) // 2] - began) if planned_at else float("nan"),
+        "last_planned": (planned_at[-1] - began) if planned_at else float("nan"),
+        "first_submitting": (submitting_at[0] - began) if submitting_at else float("nan"),
+        "first_accepted": (times[0] - began) if times else float("nan"),
+        "submit_to_accept_p50": percentile(to_accept, 50) if to_accept else float("nan"),
+        "accept_to_record_p50": percentile(to_record, 50) if to_record else float("nan"),
         "failed": failed,
         "unsent": params.customers - len(times),
     }
@@ -262,6 +332,16 @@ def run(params: Params, runs: int) -> Section:
     section.add("longest gap between acceptances", "s", [r["max_gap"] for r in results], digits=3)
     section.add("429 answers from Twilio", "responses", [r["http_429"] for r in results])
     section.add("POSTing all notifications", "s", [r["post_seconds"] for r in results], digits=2)
+    for key, label in (
+        ("first_planned", "stage: first message planned (after the first POST)"),
+        ("half_planned", "stage: half the messages planned"),
+        ("last_planned", "stage: last message planned"),
+        ("first_submitting", "stage: first create call begun"),
+        ("first_accepted", "stage: first message accepted by Twilio"),
+        ("submit_to_accept_p50", "per send: 'submitting' committed -> accepted, p50"),
+        ("accept_to_record_p50", "per send: accepted -> SID recorded, p50"),
+    ):
+        section.add(label, "s", [r[key] for r in results], digits=2)
     per_notification = section.figure("BC requests per notification").value
     section.target(
         "BC requests per notification <= 0.05 (naive: 1.0)",

@@ -195,9 +195,9 @@ def run(params: Params, runs: int) -> Section:
         method=(
             f"{params.jobs:,} queued SMS jobs on a fresh PostgreSQL database per run, sent by "
             f"{', '.join(map(str, params.processes))} dispatcher processes (the real Dispatcher, batches of "
-            "50, SKIP LOCKED claims, 'submitting' committed before each Twilio call, the SID after) to the "
-            "Twilio simulator, unthrottled. Time runs from 'go' until every process has found the queue "
-            "empty."
+            "50, SKIP LOCKED claims, up to 8 sends in flight (MLC_SEND_CONCURRENCY), 'submitting' "
+            "committed before each Twilio call, the SID after) to the Twilio simulator, unthrottled. "
+            "Time runs from 'go' until every process has found the queue empty."
         ),
     )
     first = params.processes[0]
