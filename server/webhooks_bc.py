@@ -42,7 +42,7 @@ from server.logs import get_logger
 from server.metrics import count_notifications
 from server.services import Services
 from server.store.db import read_scope
-from server.store.inbox import NotificationIn, parse_resource, store_notifications
+from server.store.inbox import RECORD_ID_MAX, NotificationIn, parse_resource, store_notifications
 from server.store.subscriptions import client_state_matches, get_by_subscription_ids
 from server.store.tables import BcSubscription
 
@@ -314,6 +314,11 @@ def check_items(db: Engine, cache: SubscriptionCache, raw_items: list[Any]) -> V
         ref = parse_resource(item.resource)
         if ref.entity != entity or (ref.company_id or "").lower() != company:
             dropped.append((n, "resource outside the subscription"))
+            continue
+        if ref.record_id is not None and len(ref.record_id) > RECORD_ID_MAX:
+            # BC's ids are GUIDs; a longer one would fail the insert on PostgreSQL and turn the
+            # whole batch into a 503 that BC retries for 36 hours.
+            dropped.append((n, f"resource: record id longer than {RECORD_ID_MAX} characters"))
             continue
         accepted.append(
             NotificationIn(

@@ -25,6 +25,7 @@ from server.store.tables import CHANGE_TYPES, InboxNotification
 
 _INBOX = InboxNotification.__table__  # type: ignore[attr-defined]
 DEDUPE_KEY_LENGTH = _INBOX.c.dedupe_key.type.length
+RECORD_ID_MAX: int = _INBOX.c.record_id.type.length
 
 # `api/v2.0/companies(<id>)/customers(<id>)` or `.../customers?$filter=...` (bc-api.md section b);
 # ids may be quoted. Absolute URLs and a leading slash are accepted too.

@@ -107,6 +107,17 @@ async def test_mixed_batch_stores_only_the_good_items_and_answers_202(lite_stack
     ]
 
 
+async def test_an_overlong_record_id_is_dropped_not_a_batch_failure(stack: Stack) -> None:
+    # The inbox's record_id is 64 characters: on PostgreSQL a longer one failed the whole insert,
+    # and the 503 made BC retry the batch for 36 hours.
+    sub, secret = await customers_subscription(stack)
+    adatum = record_by_number(stack, "customers", "C10000")["id"]
+    body = {"value": [item(sub, secret, "x" * 65), item(sub, secret, adatum)]}
+    response = await post(stack, body)
+    assert response.status_code == 202
+    assert [r.record_id for r in inbox_rows(stack)] == [adatum]
+
+
 async def test_malformed_json_is_400(lite_stack: Stack) -> None:
     assert (await post(lite_stack, content=b"{not json")).status_code == 400
     assert (await post(lite_stack, {"items": []})).status_code == 400
