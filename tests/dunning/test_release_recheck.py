@@ -171,7 +171,10 @@ async def test_a_grouped_reminder_whose_invoices_were_all_paid_is_skipped(
 
 async def test_bc_down_at_release_holds_again_then_sends_once(tmp_path: Path, stacks: list[Stack]) -> None:
     stack, clock = await held_overnight(tmp_path, stacks, "PS-RC0009")
-    stack.bc_sim.inject_fault(status=503, remaining=None, method="GET", path_contains="salesInvoices")
+    # Retry-After keeps the client's in-line retries short; every one of them fails.
+    stack.bc_sim.inject_fault(
+        status=503, retry_after=0.05, remaining=None, method="GET", path_contains="salesInvoices"
+    )
     await release(stack)
     row = row_for(stack, "PS-RC0009")
     assert row.status == "held" and row.hold_until is not None and row.hold_until > MORNING
