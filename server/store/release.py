@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from server.store.columns import require_aware
-from server.store.states import CLAIMABLE, EventSource
-from server.store.tables import MessageEvent, OutboxMessage
+from server.store.outbox import _add_events
+from server.store.states import CLAIMABLE, EventSource, MessageStatus
+from server.store.tables import OutboxMessage
 
 _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
-_EVENTS = MessageEvent.__table__  # type: ignore[attr-defined]
 
 
 def group_members(session: Session, group_job_ids: Sequence[str]) -> dict[str, list[OutboxMessage]]:
@@ -43,15 +43,15 @@ def _still_mine(job_id: str, worker_id: str) -> tuple[sa.ColumnElement[bool], ..
 
 
 def _event(session: Session, job_id: str, status: str, *, now: datetime, detail: str) -> None:
-    session.execute(
-        sa.insert(_EVENTS).values(
-            job_id=job_id,
-            status=status,
-            source=EventSource.DISPATCHER.value,
-            detail=detail,
-            changed=False,
-            at=now,
-        )
+    # The outbox's own event writer (same store package): a note that does not move the status.
+    _add_events(
+        session,
+        [job_id],
+        status=MessageStatus(status),
+        source=EventSource.DISPATCHER,
+        now=now,
+        detail=detail,
+        changed=False,
     )
 
 
