@@ -65,13 +65,25 @@ class BcSubscription(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
+def _any_of(column: str, values: Iterable[str]) -> str:
+    """`column = 'a' OR column = 'b' ...`: what `_in` says, in a form SQLite checks without a table.
+
+    SQLite codes `x IN (<3 or more constants>)` as a temporary index built each time the statement
+    runs, so a CHECK in that form builds one for every row inserted (an executemany runs the
+    statement once per row): for the inbox's two such checks, about half the database time of a
+    100-item webhook batch (bench: ingest). Comparisons chained with OR cost no more than no CHECK.
+    """
+    return " OR ".join(f"{column} = '{v}'" for v in values)
+
+
 class InboxNotification(SQLModel, table=True):
     """One BC webhook notification item, stored before the webhook answers (durable inbox)."""
 
     __tablename__ = "notification_inbox"
     __table_args__ = (
-        sa.CheckConstraint(_in("status", INBOX_STATUSES), name="status"),
-        sa.CheckConstraint(_in("change_type", CHANGE_TYPES), name="change_type"),
+        # The table takes every webhook item, 100s per POST: its checks are _any_of, not _in.
+        sa.CheckConstraint(_any_of("status", INBOX_STATUSES), name="status"),
+        sa.CheckConstraint(_any_of("change_type", CHANGE_TYPES), name="change_type"),
         sa.Index(None, "status", "id"),
     )
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from server.clock import ManualClock
 from server.store import inbox
-from server.store.db import session_scope
+from server.store.db import create_db_engine, session_scope
 from server.store.inbox import NotificationIn, parse_resource
+from server.store.migrate import upgrade_database
 from server.store.tables import InboxNotification
 
 CO = "5d1b3a4c-0000-4000-8000-000000000001"
@@ -180,3 +183,42 @@ def test_dedupe_key_leads_with_the_time_and_ignores_the_offset(engine: Engine, c
             session, [_note("customers", "c1", lm=same_instant)], now=clock.now()
         )
     assert (first, again) == (1, 0)
+
+
+@pytest.mark.parametrize(("column", "value"), [("status", "pendng"), ("change_type", "renamed")])
+def test_database_rejects_an_unknown_status_or_change_type(engine: Engine, column: str, value: str) -> None:
+    row = {
+        "received_at": LM,
+        "subscription_id": "sub",
+        "company_id": CO,
+        "entity": "customers",
+        "resource": "r",
+        "change_type": "updated",
+        "dedupe_key": "k",
+        "status": "pending",
+        "attempts": 0,
+    }
+    table = InboxNotification.__table__  # type: ignore[attr-defined]
+    with (
+        pytest.raises(sa.exc.IntegrityError, match=f"ck_notification_inbox_{column}"),
+        engine.begin() as connection,
+    ):
+        connection.execute(table.insert(), [{**row, column: value}])
+    with engine.begin() as connection:
+        connection.execute(table.insert(), [row])  # the same row with known values is stored
+
+
+def test_sqlite_checks_the_inbox_without_a_temporary_index(tmp_path: Path) -> None:
+    # `x IN (a, b, c, ...)` in a CHECK makes SQLite build a temporary index for every row inserted
+    # (about half the database time of a webhook batch); the inbox's checks are OR-ed comparisons.
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'inbox.sqlite3'}")
+    try:
+        upgrade_database(engine)
+        with engine.connect() as connection:
+            program = connection.exec_driver_sql(
+                "EXPLAIN " + inbox._inbox_insert(connection.dialect).sql, tuple(range(9))
+            ).all()
+        opcodes = {step[1] for step in program}
+        assert "Insert" in opcodes and "OpenEphemeral" not in opcodes
+    finally:
+        engine.dispose()
