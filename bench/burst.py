@@ -1,7 +1,9 @@
 """Benchmark 3: a burst of BC change notifications -> messages accepted by Twilio.
 
-The whole flow over loopback (server.sandbox.stack.Stack on a fresh PostgreSQL database, the worker
-loops running): customers sit just under their credit limit, their previous versions are already
+The whole flow over loopback, deployed as in production: the connector is its own process
+(`ml-connector serve`, worker loops running, a fresh PostgreSQL database) and reaches the BC and
+Twilio simulators (threads of the bench process) over HTTP exactly as it would reach BC and Twilio;
+Twilio's signed status callbacks come back to it the same way. Customers sit just under their credit limit, their previous versions are already
 stored (one evaluation through the real store path), then each goes over it in BC. The bench POSTs
 the notifications to /webhooks/bc in BC's batched form (`{"value": [...]}`, 100 items per POST,
 4 at a time): every customer changed several times (distinct lastModifiedDateTime) and every
@@ -12,14 +14,23 @@ text. The Twilio simulator is rate-limited to 100 messages/s per sender and so i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 from bench.pg import fresh_database
-from bench.report import Section, percentile
+from bench.report import ROOT, Section, percentile
 
 RATE = 100.0  # messages per second: the Twilio simulator's limit and the connector's budget
 BATCH = 100
@@ -66,29 +77,117 @@ def notification_items(
     return items
 
 
-async def one_run(params: Params) -> dict[str, Any]:
+def connector_env(bc: Any, twilio: Any, database_url: str, url: str, api_token: str) -> dict[str, str]:
+    """The connector's environment, as an operator would set it: the simulators are its BC and Twilio."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("MLC_")}
+    return {
+        **keep,
+        "PYTHONPATH": str(ROOT),
+        "MLC_MODE": "test",
+        "MLC_LOG_LEVEL": "INFO",  # as in production; the log goes to a file
+        "MLC_DATABASE_URL": database_url,
+        "MLC_PUBLIC_BASE_URL": url,
+        "MLC_API_TOKEN": api_token,
+        "MLC_MESSAGES_PER_SECOND": f"{RATE:g}",
+        "MLC_BC__API_BASE_URL": bc.origin,
+        "MLC_BC__AUTHORITY_HOST": bc.origin,
+        "MLC_BC__TENANT_ID": bc.tenant_id,
+        "MLC_BC__ENVIRONMENT": bc.environment,
+        "MLC_BC__CLIENT_ID": bc.client_id,
+        "MLC_BC__CLIENT_SECRET": bc.client_secret,
+        "MLC_BC__COMPANIES": json.dumps(list(bc.companies)),
+        "MLC_BC__CA_CERT": str(bc.ca_cert_path),
+        "MLC_TWILIO__API_BASE_URL": twilio.base_url,
+        "MLC_TWILIO__VERIFY_BASE_URL": twilio.verify_base_url,
+        "MLC_TWILIO__ACCOUNT_SID": twilio.account_sid,
+        "MLC_TWILIO__API_KEY_SID": twilio.api_key_sid,
+        "MLC_TWILIO__API_KEY_SECRET": twilio.api_key_secret,
+        "MLC_TWILIO__AUTH_TOKEN": twilio.auth_token,
+        "MLC_TWILIO__FROM_NUMBER": twilio.from_number,
+        "MLC_TWILIO__VERIFY_SERVICE_SID": twilio.verify_service_sid,
+    }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_connector(port: int, env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def wait_for(check: Any, what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not reached within {within:.0f} s: {what}")
+        await asyncio.sleep(0.1)
+
+
+async def one_run(params: Params, log: IO[bytes]) -> dict[str, Any]:
     import httpx
     import sqlalchemy as sa
 
     from server.bc.entities import CUSTOMERS
-    from server.clock import OffsetClock
     from server.evaluation import change_from_record, evaluate_and_store
-    from server.runtime import start_workers
-    from server.sandbox.stack import Stack
+    from server.sandbox.bc import BCSimulator
+    from server.sandbox.twilio import TwilioSimulator
+    from server.services import open_services
+    from server.settings import BCSettings, Settings, TwilioSettings
     from server.store.db import read_scope
-    from server.store.tables import BcSubscription, MessageEvent, OutboxMessage
+    from server.store.tables import BcSubscription, MessageEvent, OutboxMessage, RecordSnapshot
 
-    with fresh_database("burst") as url:
-        stack = Stack(
-            database_url=url,
-            clock=OffsetClock(),
-            seed="empty",
-            settings_overrides={"messages_per_second": RATE},
-            bc_options={"notification_window": timedelta(hours=1)},
+    with fresh_database("burst") as db_url, contextlib.ExitStack() as cleanup:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        # Both simulators run in this process (their own threads); the connector is a process of
+        # its own, reaching them over loopback exactly as it would reach BC and Twilio.
+        sim = BCSimulator(seed="empty", notification_window=timedelta(hours=1)).start()
+        cleanup.callback(sim.stop)
+        twilio = TwilioSimulator(inbound_url=f"{url}/webhooks/twilio/inbound").start()
+        cleanup.callback(twilio.stop)
+        company = sim.companies[0]
+        api_token = secrets.token_urlsafe(24)
+        env = connector_env(sim, twilio, db_url, url, api_token)
+        # This process's view of the same database and BC (migrations, the previous versions, the
+        # figures): the connector's own settings, from the same values.
+        settings = Settings(
+            mode="test",
+            database_url=db_url,
+            public_base_url=url,
+            api_token=api_token,
+            messages_per_second=RATE,
+            bc=BCSettings(
+                api_base_url=sim.origin,
+                authority_host=sim.origin,
+                tenant_id=sim.tenant_id,
+                environment=sim.environment,
+                client_id=sim.client_id,
+                client_secret=sim.client_secret,
+                companies=list(sim.companies),
+                ca_cert=sim.ca_cert_path,
+            ),
+            twilio=TwilioSettings(
+                api_base_url=twilio.base_url,
+                verify_base_url=twilio.verify_base_url,
+                account_sid=twilio.account_sid,
+                api_key_sid=twilio.api_key_sid,
+                api_key_secret=twilio.api_key_secret,
+                auth_token=twilio.auth_token,
+                from_number=twilio.from_number,
+                verify_service_sid=twilio.verify_service_sid,
+            ),
         )
-        await stack.start()
+        services = await open_services(settings)
         try:
-            sim, company = stack.bc_sim, stack.bc_sim.companies[0]
             ids = [
                 sim.create_record(
                     company,
@@ -105,7 +204,6 @@ async def one_run(params: Params) -> dict[str, Any]:
                 for n in range(params.customers)
             ]
             # The previous versions, stored the way the fetcher stores them.
-            services = stack.services
             records = await services.bc.get_by_ids(CUSTOMERS, company, ids)
             evaluate_and_store(
                 services.db,
@@ -115,25 +213,61 @@ async def one_run(params: Params) -> dict[str, Any]:
                 changes=[change_from_record(r, ("updated",)) for r in records],
                 now=services.clock.now(),
             )
-            # Subscribing reads a baseline too; the simulator's own notifications of the changes
-            # below wait an hour (bc_options): the bench sends the notifications itself.
-            await stack.run("subscriptions")
+            started = datetime.now(UTC)
+            proc = start_connector(port, env, log)
+
+            def stop_connector() -> None:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait(timeout=15)
+
+            cleanup.callback(stop_connector)
+
+            def subscription_id() -> str | None:
+                with read_scope(services.db) as session:
+                    return session.execute(
+                        sa.select(sa.column("subscription_id"))
+                        .select_from(BcSubscription)
+                        .where(sa.column("entity") == "customers", sa.column("status") == "active")
+                    ).scalar_one_or_none()
+
+            def primed() -> int:
+                with read_scope(services.db) as session:
+                    return int(
+                        session.execute(
+                            sa.select(sa.func.count())
+                            .select_from(RecordSnapshot)
+                            .where(sa.column("entity") == "customers", sa.column("seen_at") >= started)
+                        ).scalar_one()
+                    )
+
+            async def subscribed() -> bool:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the connector exited with {proc.returncode}")
+                if await asyncio.to_thread(subscription_id) is None:
+                    return False
+                return await asyncio.to_thread(primed) >= params.customers
+
+            # The connector's subscription manager subscribes at start, then reads a baseline of
+            # every customer (a snapshot each): the changes below must come after that read. The
+            # simulator's own notifications of them wait an hour (its window): the bench sends the
+            # notifications itself.
+            await wait_for(subscribed, "the connector subscribed to customers and read the baseline")
+            sub_id = str(await asyncio.to_thread(subscription_id))
             for cid in ids:
                 sim.update_record(company, "customers", cid, {"balanceDue": 15_000.0})
-            with read_scope(services.db) as session:
-                sub = session.execute(
-                    sa.select(BcSubscription).where(sa.column("entity") == "customers")
-                ).scalar_one()
-                subscription_id = str(sub.subscription_id)
             # The store keeps only a hash of the clientState; BC (the simulator) holds the secret.
-            [remote] = [s for s in sim.subscriptions() if s["subscriptionId"] == subscription_id]
+            [remote] = [s for s in sim.subscriptions() if s["subscriptionId"] == sub_id]
             client_state = str(remote["clientState"])
-            stack.twilio_sim.set_rate_limit(RATE)
+            twilio.set_rate_limit(RATE)
             items = notification_items(
-                ids, params.notifications // params.customers, company, subscription_id, client_state
+                ids, params.notifications // params.customers, company, sub_id, client_state
             )
             batches = [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
-            await start_workers(services)
             sim.clear_requests()
             first_seen: dict[str, float] = {}
             queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
@@ -148,7 +282,7 @@ async def one_run(params: Params) -> dict[str, Any]:
                     for item in batch:
                         cid = item["resource"].rsplit("(", 1)[1].rstrip(")")
                         first_seen.setdefault(cid, now)
-                    response = await client.post(f"{stack.url}/webhooks/bc", json={"value": batch})
+                    response = await client.post(f"{url}/webhooks/bc", json={"value": batch})
                     statuses.append(response.status_code)
 
             began = time.time()
@@ -167,8 +301,7 @@ async def one_run(params: Params) -> dict[str, Any]:
                         ).scalar_one()
                     )
 
-            # Polled off the event loop, with a count: this loop also serves the connector, and
-            # loading every outbox row four times a second held it up (idle gaps of the bench's own).
+            # Polled off the event loop (this loop also serves the simulators' callers), with a count.
             while time.monotonic() < deadline:
                 if await asyncio.to_thread(count_sent) >= params.customers:
                     break
@@ -225,15 +358,13 @@ async def one_run(params: Params) -> dict[str, Any]:
                     .select_from(OutboxMessage)
                     .where(sa.column("status") == "failed")
                 ).scalar_one()
-            twilio_state = stack.twilio_sim.state
+            twilio_state = twilio.state
             with twilio_state.lock:  # the simulator's own record keeps microseconds
                 accepted = {m.sid: m.date_created.timestamp() for m in twilio_state.messages.values()}
             bc_gets = [r for r in sim.requests() if r["method"] == "GET" and "/customers" in r["path"]]
-            creates = [
-                r for r in stack.twilio_sim.requests(path_contains="/Messages.json") if r.method == "POST"
-            ]
+            creates = [r for r in twilio.requests(path_contains="/Messages.json") if r.method == "POST"]
         finally:
-            await stack.stop()
+            await services.aclose()
 
     times: list[float] = []
     latencies: list[float] = []
@@ -295,24 +426,18 @@ def run(params: Params, runs: int) -> Section:
             f"{params.notifications:,} BC change notifications for {params.customers:,} customers "
             f"(each customer changed {params.notifications // params.customers // 2} times, every delivery "
             f"sent twice), POSTed to `/webhooks/bc` in batches of {BATCH} ({CONCURRENCY} at a time) with "
-            "the Stack's worker loops running on a fresh PostgreSQL database. Each customer crosses its "
+            "the connector in its own process (`ml-connector serve`, worker loops running, a fresh "
+            "PostgreSQL database), the BC and Twilio simulators in the bench process, status callbacks "
+            "on. Each customer crosses its "
             f"credit limit once: {params.customers:,} messages. Twilio simulator and connector both at "
             f"{RATE:.0f} messages/s. Latency runs from the first POST naming a customer to Twilio's "
             f"acceptance of its message; an idle gap is more than {IDLE_GAP_SECONDS:.1f} s between two "
             "acceptances."
         ),
     )
-    import tempfile
-
-    from server.logs import configure_logging
-
     # The connector logs as it does in production (INFO), to a file rather than the console.
-    with tempfile.TemporaryFile("w+") as log:
-        configure_logging("INFO", stream=log)
-        try:
-            results = [asyncio.run(one_run(params)) for _ in range(params.runs or runs)]
-        finally:
-            configure_logging("WARNING")
+    with tempfile.TemporaryFile("w+b") as log:
+        results = [asyncio.run(one_run(params, log)) for _ in range(params.runs or runs)]
     section.add(
         "BC requests per notification",
         "requests",
