@@ -7,9 +7,12 @@ One pass (run_once):
    inside the rule's quiet hours -> 'held' until the window ends; else send;
 4. per send: wait for the messages-per-second budget (a burst is smoothed, not refused), commit
    'submitting' BEFORE the HTTP call, call Twilio with StatusCallback = public URL + ?job=<job id>,
-   record the SID. Up to `concurrency` sends are in flight at once (MLC_SEND_CONCURRENCY), so the
-   round trips to the database and to Twilio overlap instead of capping the rate; the budget alone
-   paces them. At start and after a halt, the first send goes alone (a configuration error then
+   record the SID. Up to `concurrency` create calls are in flight at once (MLC_SEND_CONCURRENCY), so
+   the round trips to the database and to Twilio overlap instead of capping the rate; the budget
+   alone paces them. Once fewer than half a batch wait their turn, the next batch is claimed and
+   decided (2-3) while these are sent, so a burst flows at the budget with no pause at the end of
+   each batch; the pass ends when a claim finds nothing due and the last send is answered. At
+   start and after a halt, the first send goes alone (a configuration error then
    stops the pass before others are in flight). Sends begin in claim order, but one may be
    answered before an earlier one: nothing depends on the order texts reach a phone (Twilio does
    not promise it; a ladder plans only the highest stage reached, a grouped reminder's members are
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -250,19 +254,26 @@ class Dispatcher:
         if self._halted_until is not None:
             self._probe = True  # the error may still be there: one send first, alone
         self._halted_until = None
-        batch = await asyncio.to_thread(self._claim, now)
-        if not batch:
+        batch = await self._next_batch(report)
+        if batch is None:
             return report.handled
-        # A reminder held for its send window may have been paid meanwhile: re-read it from BC.
-        checked = await self.release_check.check(batch, self.worker_id)
-        report.not_sent_at_release = len(batch) - len(checked)
-        batch = checked
-        decisions = await asyncio.to_thread(self._decide, batch, now, report)
-        to_send = [m for m in batch if decisions.get(m.job_id) is Decision.SEND]
-        await self._send_all(to_send, report)
+        await self._send_all(batch, report)
         if report.handled:
             log.info("dispatch pass", **{k: v for k, v in vars(report).items() if v and k != "errors"})
         return report.handled
+
+    async def _next_batch(self, report: PassReport) -> list[OutboxMessage] | None:
+        """Claim the next due jobs and decide them: the ones to send, in claim order (held and
+        opted-out ones are recorded on the way). None when no job was due."""
+        now = self.services.clock.now()
+        batch = await asyncio.to_thread(self._claim, now)
+        if not batch:
+            return None
+        # A reminder held for its send window may have been paid meanwhile: re-read it from BC.
+        checked = await self.release_check.check(batch, self.worker_id)
+        report.not_sent_at_release += len(batch) - len(checked)
+        decisions = await asyncio.to_thread(self._decide, checked, now, report)
+        return [m for m in checked if decisions.get(m.job_id) is Decision.SEND]
 
     def _claim(self, now: datetime) -> list[OutboxMessage]:
         with session_scope(self.services.db) as session:
@@ -312,50 +323,93 @@ class Dispatcher:
         return decisions
 
     async def _send_all(self, batch: Sequence[OutboxMessage], report: PassReport) -> None:
-        waiting = {m.job_id: m for m in batch}  # not handed to a send yet: given back if we stop
+        waiting = deque(batch)  # claimed, not handed to a send yet: given back if we stop
         try:
-            rest = list(batch)
-            if rest and self._probe and self._halted_until is None:
-                first = rest.pop(0)
-                del waiting[first.job_id]
-                await self.send(first, report)
+            if waiting and self._probe and self._halted_until is None:
+                await self.send(waiting.popleft(), report)
                 self._probe = self._halted_until is not None
-            if rest and self._halted_until is None:
-                await self._send_concurrently(rest, waiting, report)
+            if self._halted_until is None:
+                await self._send_concurrently(waiting, report)
         finally:
             # Halted, failed or cancelled (shutdown): give the unsent claims back at once.
             if waiting:
-                await asyncio.shield(asyncio.to_thread(self._release, list(waiting)))
+                await asyncio.shield(asyncio.to_thread(self._release, [m.job_id for m in waiting]))
 
-    async def _send_concurrently(
-        self, batch: Sequence[OutboxMessage], waiting: dict[str, OutboxMessage], report: PassReport
-    ) -> None:
-        """Up to policy.concurrency sends at once, begun in claim order.
+    async def _send_concurrently(self, waiting: deque[OutboxMessage], report: PassReport) -> None:
+        """Up to policy.concurrency create calls at once, begun in claim order, until no job is due.
 
-        After a halt or an unexpected error no further send starts; those in flight finish (a
-        create call is never abandoned half-way unless the dispatcher itself is cancelled).
+        The next batch is claimed (and decided) while this one is still being sent, once fewer than
+        half a batch wait their turn: a burst flows through at the send budget without a pause at
+        each batch's end, and the pass ends when a claim finds nothing due. A place is taken before
+        the budget wait and given back as soon as Twilio answers (recording the SID holds none).
+
+        After a halt or an unexpected error no further send starts and nothing more is claimed;
+        those in flight finish (a create call is never abandoned half-way unless the dispatcher
+        itself is cancelled). What was claimed and not started stays in `waiting`: released.
         """
         slots = asyncio.Semaphore(max(1, self.policy.concurrency))
+        low_water = self.policy.batch_size // 2
         errors: list[BaseException] = []
+        sends: set[asyncio.Task[None]] = set()
+        refill: asyncio.Task[list[OutboxMessage] | None] | None = None
+        more = True  # a claim may still find due jobs
 
-        async def in_turn(message: OutboxMessage) -> None:
-            async with slots:  # FIFO: the sends begin in claim order
-                if self._halted_until is not None or errors:
-                    return  # stays in `waiting`: released
-                del waiting[message.job_id]
-                try:
-                    await self.send(message, report)
-                except Exception as exc:  # raised once all are done; the others stop starting
-                    errors.append(exc)
+        def stopped() -> bool:
+            return self._halted_until is not None or bool(errors)
 
-        tasks = [asyncio.create_task(in_turn(m), name=f"send:{m.job_id}") for m in batch]
+        def take_refill() -> None:
+            nonlocal refill, more
+            if refill is None or not refill.done():
+                return
+            done, refill = refill, None
+            if done.cancelled():
+                more = False
+            elif (exc := done.exception()) is not None:
+                errors.append(exc)  # raised once the sends in flight are done
+            elif (claimed := done.result()) is None:
+                more = False
+            else:
+                waiting.extend(claimed)
+
+        async def one(message: OutboxMessage) -> None:
+            try:
+                await self.send(message, report, slot=slots)
+            except Exception as exc:  # raised once all are done; the others stop starting
+                errors.append(exc)
+
         try:
-            await asyncio.wait(tasks)
+            while True:
+                take_refill()
+                if stopped():
+                    break
+                if more and refill is None and len(waiting) < low_water:
+                    refill = asyncio.create_task(self._next_batch(report), name="dispatcher:claim")
+                if waiting:
+                    await slots.acquire()  # FIFO: the sends begin in claim order
+                    if stopped():
+                        slots.release()
+                        break
+                    task = asyncio.create_task(one(waiting.popleft()))
+                    sends.add(task)
+                    task.add_done_callback(sends.discard)
+                    continue
+                if refill is None:
+                    break  # nothing waiting, nothing more due: the pass ends with the sends in flight
+                await asyncio.wait([refill])
+            if sends:
+                await asyncio.wait(set(sends))
+            if refill is not None:  # stopped while claiming: what it claimed is released
+                await asyncio.wait([refill])
+                take_refill()
         except asyncio.CancelledError:
             # Shutdown: each send records what it must (a call cut off mid-way is 'unknown').
-            for task in tasks:
+            for task in sends:
                 task.cancel()
-            await asyncio.wait(tasks)
+            if sends:
+                await asyncio.wait(set(sends))
+            if refill is not None:  # a claim under way finishes, so that its jobs are given back
+                await asyncio.wait([refill], timeout=10)
+                take_refill()
             raise
         if errors:
             raise errors[0]
@@ -368,7 +422,31 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ one send
 
-    async def send(self, message: OutboxMessage, report: PassReport) -> None:
+    async def send(
+        self, message: OutboxMessage, report: PassReport, *, slot: asyncio.Semaphore | None = None
+    ) -> None:
+        """One send: 'submitting' committed, the create call, Twilio's answer recorded.
+
+        `slot`, acquired by the caller, is released as soon as Twilio has answered (or the send
+        ended before the call): it bounds create calls in flight, not the writes that follow.
+        """
+        try:
+            answer = await self._create(message, report)
+        finally:
+            if slot is not None:
+                slot.release()
+        if isinstance(answer, DeliveryError):
+            await self._on_error(message, answer, report)
+        elif answer is not None:
+            await asyncio.shield(self._recording.add(answer))
+            observe_send(self.services, message.channel, message.created_at)
+            report.sent += 1
+
+    async def _create(
+        self, message: OutboxMessage, report: PassReport
+    ) -> outbox.Accepted | DeliveryError | None:
+        """Up to Twilio's answer: the accepted message, the error to handle, or None when the send
+        ended before or without an answer (recorded here)."""
         settings = self.services.settings
         twiml: str | None = None
         if not (settings.twilio.from_number or settings.twilio.messaging_service_sid):
@@ -384,7 +462,7 @@ class Dispatcher:
             await self._fail(
                 message, NO_SENDER, "no sender configured (From number or Messaging Service)", report
             )
-            return
+            return None
         if message.channel == Channel.VOICE:
             if not settings.twilio.from_number:
                 log.error(
@@ -393,16 +471,16 @@ class Dispatcher:
                 await self._fail(
                     message, NO_VOICE_SENDER, "no From number configured for voice calls", report
                 )
-                return
+                return None
             try:
                 twiml = say_twiml(message.body)
             except ValueError as exc:
                 await self._fail(message, BAD_TWIML, str(exc), report)
-                return
+                return None
         await self.budget.acquire()
         if not await self._submit(message.job_id):
             log.warning("claim lost before sending; another worker owns the job", job=message.job_id)
-            return
+            return None
         callback = status_callback_url(settings.public_base_url, message.job_id)
         twilio = self.services.twilio
         recipient = message.recipient or ""
@@ -433,16 +511,13 @@ class Dispatcher:
             await asyncio.shield(asyncio.to_thread(self._unknown, message.job_id, "cancelled mid-call"))
             raise
         except DeliveryError as exc:
-            await self._on_error(message, exc, report)
-            return
+            return exc
         except Exception as exc:  # after "submitting", any surprise means "maybe sent"
             log.exception("unexpected error while sending; outcome unknown", job=message.job_id)
             await asyncio.to_thread(self._unknown, message.job_id, f"{type(exc).__name__}: {exc}")
             report.unknown += 1
-            return
-        await asyncio.shield(self._recording.add(outbox.Accepted(message.job_id, sid, status)))
-        observe_send(self.services, message.channel, message.created_at)
-        report.sent += 1
+            return None
+        return outbox.Accepted(message.job_id, sid, status)
 
     async def _submit(self, job_id: str) -> bool:
         """Commit 'submitting' for this job (with whichever sends are ready at the same moment);

@@ -274,3 +274,33 @@ async def test_a_failed_group_write_fails_each_of_its_callers() -> None:
     group: GroupCommit[str, set[str]] = GroupCommit(write)
     outcomes = await asyncio.gather(group.add("a"), group.add("b"), return_exceptions=True)
     assert [type(o) for o in outcomes] == [OSError, OSError]
+
+
+async def test_a_pass_claims_the_next_batch_while_sending_until_nothing_is_due(stack: Stack) -> None:
+    """A burst larger than a batch flows through one pass: the next batch is claimed while the
+    current one is still being sent (no pause at each batch's end), jobs planned meanwhile are
+    claimed too, and the sends still begin in claim order, each once, within the concurrency."""
+    client = await observe(stack)
+    jobs = insert(stack, *(row(n, to=f"+4477009{n:05d}") for n in range(20)))
+    late: list[str] = []
+    # Planned while the pass is sending (the rules go on planning during a burst).
+    client.on_call = lambda n: late.extend(insert(stack, row(20, to="+447700900020"))) if n == 8 else None
+    stack.twilio_sim.delay_next(100, 0.02)
+    dispatcher = make_dispatcher(stack, batch_size=6, concurrency=3)
+
+    assert await dispatcher.run_once() == 21
+
+    assert dispatcher.last_pass.sent == 21
+    assert len(late) == 1
+    assert client.most_in_flight == 3
+    assert client.status_at_call == {job: "submitting" for job in [*jobs, *late]}
+    with read_scope(stack.services.db) as session:
+        begun = session.exec(
+            select(MessageEvent.job_id)
+            .where(MessageEvent.status == "submitting")
+            .order_by(col(MessageEvent.id))
+        ).all()
+    assert list(begun) == [*jobs, *late]
+    assert Counter(accepted_bodies(stack)) == Counter({body(n): 1 for n in range(21)})
+    assert statuses(stack) == {"queued": 21}
+    assert await dispatcher.run_once() == 0  # nothing left
