@@ -71,3 +71,15 @@ def test_fast_paths_count_as_the_reference_does() -> None:
         expected = _reference(body)
         assert sms_segments(body) == expected, body
         assert segment_count(body) == expected.segments, body
+
+
+def test_gsm_basic_check_matches_the_table() -> None:
+    from engine.render import is_gsm_basic
+
+    for code in range(0x400):
+        assert is_gsm_basic(chr(code)) is (chr(code) in _GSM_BASIC), hex(code)
+    rng = random.Random(3)
+    alphabet = "ab {`~\x00\n\r\x7f€é Δő[A]^\\|"
+    for _ in range(5000):
+        body = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        assert is_gsm_basic(body) is all(ch in _GSM_BASIC for ch in body), repr(body)
