@@ -471,19 +471,60 @@ def evaluate(
     `previous` is the last seen version of the record (needed for crossings and changes);
     `event` selects the rules triggered by it (created, updated, deleted, sweep, poll).
     """
-    rules, previous = _prepare(entity, record, ruleset, now, previous, event)
+    if now.tzinfo is None:
+        raise ValueError("evaluate needs a timezone-aware `now`")
+    if event == "created" and previous is None:
+        # A new record has an empty past: `changed_to: {status: Open}` holds for a record created Open.
+        previous = {}
     planned: list[PlannedMessage] = []
     identity: tuple[str, str | None] | None = None
     # One context per time zone (`today` depends on it); the rules nearly always share one.
     zone: ZoneInfo | None = None
     ctx: EvaluationContext | None = None
-    cache: dict[str, EvaluationContext] = {}
-    for rule in rules:
-        if ctx is None or rule.timezone is not zone:
+    for rule in ruleset.rules_for(entity, event):
+        if rule.timezone is not zone:
             zone = rule.timezone
-            ctx = _context_for(rule, record, previous, now, cache)
+            ctx = _context(record, previous, now, zone)
+        assert ctx is not None
         if rule.holds(ctx):
             if identity is None:
                 identity = _record_identity(_number_field(entity), record)
-            planned.extend(_plan(rule, ctx, *identity)[1])
+            # The rule's generated planner (engine.planner) answers the common case; None sends the
+            # record through the general path, which gives the real outcome of anything unusual.
+            fast = rule.planner if rule._planner_built else rule.fast_planner()
+            messages = fast(ctx, *identity) if fast is not None else None
+            planned.extend(messages if messages is not None else _plan(rule, ctx, *identity)[1])
     return planned
+
+
+# The last (now, zone) -> today that _context worked out: a sweep evaluates every record at one `now`.
+_last_day: tuple[datetime | None, ZoneInfo | None, date | None] = (None, None, None)
+_new_context = object.__new__
+# EvaluationContext's slots, set directly: its __init__ (the frozen guard on each field, and
+# __post_init__'s check of `now`) cost as much as a rule's conditions.
+_set_record = getattr(EvaluationContext, "record").__set__  # noqa: B009 - the slot descriptor
+_set_previous = getattr(EvaluationContext, "previous").__set__  # noqa: B009
+_set_now = getattr(EvaluationContext, "now").__set__  # noqa: B009
+_set_today = getattr(EvaluationContext, "today").__set__  # noqa: B009
+
+
+def _context(
+    record: Mapping[str, Any], previous: Mapping[str, Any] | None, now: datetime, zone: ZoneInfo
+) -> EvaluationContext:
+    """EvaluationContext(record, previous, now, today in `zone`): the same object, built faster."""
+    global _last_day
+    last = _last_day
+    if last[0] is now and last[1] is zone:
+        today = last[2]
+    else:
+        today = _today(now, zone)
+        if now.utcoffset() is None:
+            # What __post_init__ refuses: let it say so.
+            return EvaluationContext(record=record, previous=previous, now=now, today=today)
+        _last_day = (now, zone, today)
+    ctx = _new_context(EvaluationContext)
+    _set_record(ctx, record)
+    _set_previous(ctx, previous)
+    _set_now(ctx, now)
+    _set_today(ctx, today)
+    return ctx

@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from engine.conditions import Check, CrossingCheck, DaysCheck, Getter, Predicate, compile_predicate
 from engine.model import RuleFile
 from engine.render import CompiledTemplate
 from engine.stages import CompiledGroup, CompiledStage, LadderCheck
+
+if TYPE_CHECKING:
+    from engine.planner import FastPlanner
 
 # once_per entries evaluation computes rather than reads from the record.
 _COMPUTED_ONCE_PER = frozenset({"stage", "crossing", "day", "week"})
@@ -64,6 +67,7 @@ class CompiledRule:
     # The checks evaluation looks up per fired record, found once.
     _ladder: LadderCheck | None = field(init=False, repr=False, compare=False)
     _stage_check: DaysCheck | None = field(init=False, repr=False, compare=False)
+    _planner_built: bool = field(init=False, repr=False, compare=False)
     # Canonical JSON (engine.evaluate.make_job_id) of the constant parts of every job id of this rule:
     # '["<id>","<entity>",' and each once_per entry name.
     job_id_head: str = field(init=False, repr=False, compare=False)
@@ -72,6 +76,9 @@ class CompiledRule:
     once_per_steps: tuple[tuple[str, str, str | None, Getter | None], ...] = field(
         init=False, repr=False, compare=False
     )
+    # The planning step as one generated function (engine.planner), built on first use; None when
+    # the rule's shape is not covered (evaluation then plans through the general path).
+    planner: FastPlanner | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "holds", compile_predicate(self.checks))
@@ -89,6 +96,17 @@ class CompiledRule:
             (c for c in self.checks if isinstance(c, DaysCheck) and c.stages is not None), None
         )
         object.__setattr__(self, "_stage_check", stage_check)
+        object.__setattr__(self, "planner", None)
+        object.__setattr__(self, "_planner_built", False)
+
+    def fast_planner(self) -> FastPlanner | None:
+        """`planner`, compiled on the first call (engine.planner.compile_planner)."""
+        if not self._planner_built:
+            from engine.planner import compile_planner
+
+            object.__setattr__(self, "planner", compile_planner(self))
+            object.__setattr__(self, "_planner_built", True)
+        return self.planner
 
     @property
     def ladder(self) -> LadderCheck | None:

@@ -246,3 +246,159 @@ def _stage_recipients(rule: Any, message: PlannedMessage) -> Any:
         if stage.days == message.stage:
             return stage.recipients
     return rule.recipients
+
+
+# --- the generated planner (engine.planner) against the general _plan ------------------------------
+
+PLANNER_TEMPLATES = {
+    "t.sms.j2": "{{ number }}",
+    "plain.sms.j2": "{{ customer.displayName }}: {{ number }} {{ remainingAmount | money(currencyCode) }} "
+    "due {{ dueDate | date }} ({{ days_overdue }} / {{ days_until_due }}) stage {{ stage }}\n",
+    "extras.sms.j2": "{{ rule.id }} {{ today }} {{ now }} {{ record.number }} {{ previous }} €{ }",
+    "loop.sms.j2": "{% for c in [number, status] %}{{ c }} {% endfor %}{{ days_overdue }}",
+    "unicode.sms.j2": "{{ customer.displayName }} ő {{ 'x' if days_overdue == 1 else 'y' }}",
+    "long.sms.j2": "{{ number }} " + "a" * 400,
+    "t.say.j2": "{{ number }} is {{ days_overdue }} days overdue",
+}
+
+PLANNER_RULES = [
+    # A ladder: per-stage templates, channels, fixed numbers, grace days, the recipient's own region.
+    """\
+trigger: {entity: salesInvoices, events: [sweep]}
+when:
+  - status: Open
+  - remainingAmount: {gt: 0}
+  - expr: "customer.blocked != 'All'"
+recipient: {phone: customer.phoneNumber, region: US, region_from: customer.country}
+send: {channel: sms, template: plain.sms.j2}
+stages:
+  - {days_overdue: -3, template: unicode.sms.j2}
+  - {days_overdue: 1, grace_days: 0}
+  - {days_overdue: 7, grace_days: 2, template: long.sms.j2}
+  - {days_overdue: 14, recipient: {phone: ["+1 503 555 0177", customer.phoneNumber]}}
+  - {days_overdue: 30, channel: voice, template: t.say.j2}
+once_per: [id, dueDate, stage]
+timezone: America/Los_Angeles
+""",
+    # A days_overdue window with stages, two recipients, generic checks, computed once_per tokens.
+    """\
+trigger: {entity: salesInvoices, events: [sweep]}
+when:
+  - status: {in: [Open, Paid]}
+  - currencyCode: {not_in: [EUR]}
+  - days_overdue: {gte: 0, stages: [0, 7, 14]}
+recipient: {phone: [customer.phoneNumber, "+44 20 7946 0018"], region: GB}
+send: {channel: sms, template: plain.sms.j2}
+once_per: [id, customer.number, number, day, week, stage]
+timezone: Europe/London
+""",
+    # No stages: the template reads the extras; and one that only Jinja renders (a loop).
+    """\
+trigger: {entity: salesInvoices, events: [sweep]}
+when:
+  - remainingAmount: {gte: 100}
+recipient: {phone: customer.phoneNumber, region: US}
+send: {channel: sms, template: extras.sms.j2}
+once_per: [id, remainingAmount]
+timezone: UTC
+""",
+    """\
+trigger: {entity: salesInvoices, events: [sweep]}
+when:
+  - days_until_due: {gte: -5, lte: 5, stages: [1, 5]}
+recipient: {phone: "+1 206 555 0118"}
+send: {channel: sms, template: loop.sms.j2}
+once_per: [id, stage]
+timezone: UTC
+""",
+]
+
+PLANNER_VALUES: dict[str, list[Any]] = {
+    "id": ["5a0e7c12", "5a0e7c13", "5a0e7c14", 'ä"\\\n\u2028', "", None, 7, True, 1.5],
+    "number": ["PS-INV1", "N{}%s", None, 12],
+    "status": ["Open", "Open", "Paid", None, "open"],
+    "remainingAmount": [12.5, 100, 10000.0, Decimal("250.10"), 0, "12", None, 5.0],
+    "currencyCode": ["USD", "GBP", "", "EUR", None],
+    "dueDate": ["2026-11-25", "2026-11-28", "2026-11-10", "2026-10-20", "2026-11-24", "0001-01-01", None],
+    "customer": [
+        {"displayName": "Contoso", "phoneNumber": "503-555-0142", "blocked": " ", "number": "C1"},
+        {"displayName": "Fabrikam Ünïcødé", "phoneNumber": "020 7946 0018", "country": "GB", "blocked": " "},
+        {"displayName": "Adatum", "phoneNumber": "", "blocked": " ", "number": 5},
+        {"displayName": "Tailspin", "phoneNumber": "12", "blocked": " ", "country": " gb "},
+        {"displayName": "Litware", "phoneNumber": "+1 206 555 0100", "blocked": "All"},
+        {"phoneNumber": "503-555-0199", "country": 44},
+        None,
+    ][:4]
+    + [{"displayName": "Northwind", "phoneNumber": "503-555-0101", "blocked": " ", "number": "C2"}] * 3
+    + [
+        {"displayName": "Litware", "phoneNumber": "+1 206 555 0100", "blocked": "All"},
+        {"phoneNumber": "503-555-0199", "country": 44},
+        None,
+    ],
+}
+
+
+def planner_records(count: int) -> list[dict[str, Any]]:
+    rng = random.Random(11)
+    out = []
+    for _ in range(count):
+        record = {key: rng.choice(values) for key, values in PLANNER_VALUES.items()}
+        for key in list(record):
+            if rng.random() < 0.03:
+                del record[key]  # a field the record does not have at all
+        out.append(record)
+    return out
+
+
+def test_generated_planner_plans_what_the_general_path_plans(ruleset_of: Callable[..., RuleSet]) -> None:
+    from engine.evaluate import _context, _number_field, _plan, _record_identity
+
+    rules = [ruleset_of(body, templates=PLANNER_TEMPLATES).rules[0] for body in PLANNER_RULES]
+    fast_answers = general_only = 0
+    for rule in rules:
+        answered = fast_answers
+        planner = rule.fast_planner()
+        assert planner is not None, rule.model.when
+        for record in planner_records(1500):
+            ctx = _context(record, None, NOW, rule.timezone)
+            if not rule.holds(ctx):
+                continue
+            identity = _record_identity(_number_field(rule.entity), record)
+            expected = _plan(rule, ctx, *identity)[1]
+            fast = planner(ctx, *identity)
+            if fast is None:
+                general_only += 1
+                continue
+            fast_answers += 1
+            assert fast == expected
+            # Field by field, in the same order, the very same values (the record itself included).
+            assert [list(m.__dict__.items()) for m in fast] == [list(m.__dict__.items()) for m in expected]
+            assert all(m.record is record for m in fast)
+            assert evaluate(rule.entity, record, RuleSet([rule]), NOW, event="sweep") == expected
+        assert fast_answers > answered, rule.model.when
+    # Both paths are exercised: most fired records take the planner, the unusual ones do not.
+    assert fast_answers > 500
+    assert general_only > 100
+
+
+def test_planner_is_built_for_the_shipped_sweep_rules(shipped: RuleSet) -> None:
+    sweep = shipped.rules_for("salesInvoices", "sweep")
+    assert sweep
+    assert all(rule.fast_planner() is not None for rule in sweep)
+    # A crossing's key is left to the general path.
+    crossing = [rule for rule in shipped if "crossing" in rule.once_per]
+    assert crossing
+    assert all(rule.fast_planner() is None for rule in crossing)
+
+
+def test_context_built_directly_is_the_constructed_one() -> None:
+    from zoneinfo import ZoneInfo
+
+    from engine.evaluate import _context
+
+    zone = ZoneInfo("Pacific/Kiritimati")
+    record = {"id": "a"}
+    made = _context(record, None, NOW, zone)
+    built = EvaluationContext(record=record, previous=None, now=NOW, today=date(2026, 11, 26))
+    assert made == built
+    assert _context(record, {}, NOW, ZoneInfo("UTC")).today == TODAY
