@@ -26,8 +26,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
+import msgspec
 from litestar import Request, Response, route
 from litestar.di import NamedDependency
 from litestar.enums import MediaType
@@ -36,7 +38,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.bc.models import NotificationItem
+from server.bc.models import ChangeType, NotificationItem, Timestamp
 from server.crashpoints import crash_point
 from server.logs import get_logger
 from server.metrics import count_notifications
@@ -77,6 +79,68 @@ def parse_body(raw: bytes) -> list[Any]:
 
 
 ITEMS = TypeAdapter(list[NotificationItem])
+_TIMESTAMP = TypeAdapter(Timestamp)
+
+
+class Item(NamedTuple):
+    """One well-formed notification item, as check_items judges it."""
+
+    subscription_id: str
+    client_state: str | None
+    resource: str
+    change_type: str
+    last_modified: datetime
+
+
+class _WireItem(msgspec.Struct, frozen=True, gc=False):
+    # NotificationItem's fields, its times still the strings BC sent (see decode_items).
+    subscriptionId: str
+    expirationDateTime: str
+    resource: str
+    changeType: ChangeType
+    lastModifiedDateTime: str
+    clientState: str | None = None
+
+
+class _WireBody(msgspec.Struct, gc=False):
+    value: list[_WireItem]
+
+
+_WIRE = msgspec.json.Decoder(_WireBody)
+
+
+def decode_items(raw: bytes) -> list[Item] | None:
+    """The items of a body whose every item is well formed, read from the bytes in one pass; None
+    when anything is unusual (not JSON, a BOM, a malformed item, ...): the caller then reads the
+    body with parse_body and check_items validates item by item, naming what is wrong.
+
+    msgspec checks the shape (unknown fields ignored, as NotificationItem's extra="allow" does);
+    the times go through NotificationItem's own Timestamp validation, once per distinct string
+    (BC repeats expirationDateTime in every item), so a time means exactly what it meant before
+    (msgspec's own datetime rounds a 7th fractional digit, pydantic truncates it). Bench ingest:
+    ~0.1 ms for 100 items, where json.loads and the pydantic validation took ~0.5 ms.
+    """
+    try:
+        wire = _WIRE.decode(raw).value
+    except ValueError:  # msgspec.DecodeError (and ValidationError), or UnicodeDecodeError
+        return None
+    times: dict[str, datetime] = {}
+    items: list[Item] = []
+    try:
+        for w in wire:
+            if w.expirationDateTime not in times:
+                times[w.expirationDateTime] = _TIMESTAMP.validate_python(w.expirationDateTime)
+            last_modified = times.get(w.lastModifiedDateTime)
+            if last_modified is None:
+                last_modified = times[w.lastModifiedDateTime] = _TIMESTAMP.validate_python(
+                    w.lastModifiedDateTime
+                )
+            items.append(Item(w.subscriptionId, w.clientState, w.resource, w.changeType, last_modified))
+    except ValidationError:
+        return None
+    return items
+
+
 # How long a live subscription read from the store is trusted without reading it again.
 SUBSCRIPTION_TTL_SECONDS = 1.0
 
@@ -137,7 +201,8 @@ class SubscriptionCache:
 class _Post:
     """One POST waiting for the webhook's writer thread."""
 
-    raw_items: list[Any]
+    items: list[Item] | list[Any]  # decode_items' answer, or the raw `value` array
+    decoded: bool
     context: contextvars.Context  # the request's (log lines keep its request id)
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[tuple[Verdict, int]]
@@ -167,10 +232,13 @@ class Ingest:
         with self._lock:
             return self._writing, len(self._queue)
 
-    async def check_and_store(self, services: Services, raw_items: list[Any]) -> tuple[Verdict, int]:
-        """Check the items and store the good ones; returns (verdict, new items) once committed."""
+    async def check_and_store(
+        self, services: Services, items: list[Item] | list[Any], *, decoded: bool = False
+    ) -> tuple[Verdict, int]:
+        """Check the items (decode_items' when `decoded`, else raw ones) and store the good ones;
+        returns (verdict, new items) once committed."""
         loop = asyncio.get_running_loop()
-        post = _Post(raw_items, contextvars.copy_context(), loop, loop.create_future())
+        post = _Post(items, decoded, contextvars.copy_context(), loop, loop.create_future())
         with self._lock:
             self._queue.append(post)
             start, self._writing = not self._writing, True
@@ -199,7 +267,9 @@ class Ingest:
         checked: list[tuple[int, Verdict]] = []
         for n, post in enumerate(posts):
             try:
-                verdict = post.context.run(check_and_count, services, self.cache, post.raw_items)
+                verdict = post.context.run(
+                    check_and_count, services, self.cache, post.items, decoded=post.decoded
+                )
             except Exception as exc:  # e.g. the subscriptions could not be read: that POST gets a 503
                 outcomes[n] = exc
                 continue
@@ -258,8 +328,8 @@ def ingest_for(services: Services) -> Ingest:
         return ingest
 
 
-def check_items(db: Engine, cache: SubscriptionCache, raw_items: list[Any]) -> Verdict:
-    """Validate each item and its clientState against the stored subscription (constant time)."""
+def validate_items(raw_items: list[Any]) -> tuple[list[tuple[int, Item]], list[tuple[int, str]]]:
+    """The well-formed items of a raw `value` array, and why the others are dropped (by index)."""
     parsed: list[tuple[int, NotificationItem]] = []
     dropped: list[tuple[int, str]] = []
     try:
@@ -273,7 +343,24 @@ def check_items(db: Engine, cache: SubscriptionCache, raw_items: list[Any]) -> V
             except ValidationError as exc:
                 fields = ", ".join(".".join(str(p) for p in e["loc"]) or "item" for e in exc.errors())
                 dropped.append((n, f"malformed item ({fields})"))
-    subscriptions = cache.get(db, (item.subscriptionId for _, item in parsed))
+    items = [
+        (n, Item(i.subscriptionId, i.clientState, i.resource, i.changeType, i.lastModifiedDateTime))
+        for n, i in parsed
+    ]
+    return items, dropped
+
+
+def check_items(
+    db: Engine, cache: SubscriptionCache, items: list[Item] | list[Any], *, decoded: bool = False
+) -> Verdict:
+    """Check each item (validating raw ones unless `decoded`) and its clientState against the
+    stored subscription (constant time)."""
+    if decoded:
+        parsed: list[tuple[int, Item]] = list(enumerate(items))
+        dropped: list[tuple[int, str]] = []
+    else:
+        parsed, dropped = validate_items(items)
+    subscriptions = cache.get(db, (item.subscription_id for _, item in parsed))
     refreshed: set[str] = set()
 
     def judge(subscription_id: str, client_state: str | None) -> BcSubscription | str:
@@ -298,7 +385,7 @@ def check_items(db: Engine, cache: SubscriptionCache, raw_items: list[Any]) -> V
     verdicts: dict[tuple[str, str | None], tuple[str, str, str] | str] = {}
     accepted: list[NotificationIn] = []
     for n, item in parsed:
-        key = (item.subscriptionId, item.clientState)
+        key = (item.subscription_id, item.client_state)
         verdict = verdicts.get(key)
         if verdict is None:
             judged = judge(*key)
@@ -322,10 +409,10 @@ def check_items(db: Engine, cache: SubscriptionCache, raw_items: list[Any]) -> V
             continue
         accepted.append(
             NotificationIn(
-                item.subscriptionId,
+                item.subscription_id,
                 item.resource,
-                item.changeType,
-                item.lastModifiedDateTime,
+                item.change_type,
+                item.last_modified,
                 company_id,
                 entity,
                 ref,
@@ -334,9 +421,11 @@ def check_items(db: Engine, cache: SubscriptionCache, raw_items: list[Any]) -> V
     return Verdict(accepted, dropped)
 
 
-def check_and_count(services: Services, cache: SubscriptionCache, raw_items: list[Any]) -> Verdict:
+def check_and_count(
+    services: Services, cache: SubscriptionCache, items: list[Item] | list[Any], *, decoded: bool = False
+) -> Verdict:
     """check_items, then log and count what was dropped and what was accepted."""
-    verdict = check_items(services.db, cache, raw_items)
+    verdict = check_items(services.db, cache, items, decoded=decoded)
     for n, reason in verdict.dropped:
         # Never log the clientState itself (nor the raw item, which carries it).
         log.warning("bc notification dropped", item=n, reason=reason)
@@ -365,13 +454,17 @@ async def bc_webhook(request: Request[Any, Any, Any], services: NamedDependency[
         return text(token, 200)
     if request.method != "POST":
         return text("expected a validationToken query parameter", 400)
+    body = await request.body()
+    items: list[Item] | list[Any] | None = decode_items(body)
+    decoded = items is not None
+    if items is None:
+        try:
+            items = parse_body(body)
+        except ValueError as exc:
+            return text(str(exc), 400)
     try:
-        raw_items = parse_body(await request.body())
-    except ValueError as exc:
-        return text(str(exc), 400)
-    try:
-        verdict, stored = await ingest_for(services).check_and_store(services, raw_items)
-        if raw_items and not verdict.accepted:
+        verdict, stored = await ingest_for(services).check_and_store(services, items, decoded=decoded)
+        if items and not verdict.accepted:
             return text("no acceptable notification in the request", 403)
     except SQLAlchemyError as exc:
         log.error("bc notification not stored; BC will retry", error=type(exc).__name__)

@@ -121,6 +121,7 @@ async def test_an_overlong_record_id_is_dropped_not_a_batch_failure(stack: Stack
 async def test_malformed_json_is_400(lite_stack: Stack) -> None:
     assert (await post(lite_stack, content=b"{not json")).status_code == 400
     assert (await post(lite_stack, {"items": []})).status_code == 400
+    assert (await post(lite_stack, content=b'{"value": [{"resource": "\xff"}]}')).status_code == 400
     assert inbox_rows(lite_stack) == []
 
 
