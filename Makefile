@@ -58,6 +58,7 @@ test: lint typecheck rules-check pytest
 # `make bench BENCH_ARGS=--quick` for a fast pass, `BENCH_ARGS="--size issue"` for every size in the issue.
 BENCH_ARGS ?=
 bench: setup
+	$(BIN)/python -m compileall -q engine server bench  # child processes start from .pyc (see above)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
