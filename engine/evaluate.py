@@ -477,7 +477,9 @@ def evaluate(
         # A new record has an empty past: `changed_to: {status: Open}` holds for a record created Open.
         previous = {}
     planned: list[PlannedMessage] = []
-    identity: tuple[str, str | None] | None = None
+    identified = False
+    record_id = ""
+    number: str | None = None
     # One context per time zone (`today` depends on it); the rules nearly always share one.
     zone: ZoneInfo | None = None
     ctx: EvaluationContext | None = None
@@ -487,13 +489,18 @@ def evaluate(
             ctx = _context(record, previous, now, zone)
         assert ctx is not None
         if rule.holds(ctx):
-            if identity is None:
-                identity = _record_identity(_number_field(entity), record)
+            if not identified:
+                # _record_identity, written out.
+                raw_id = record.get("id")
+                record_id = str(raw_id) if raw_id is not None else ""
+                raw_number = record.get(_number_field(entity))
+                number = str(raw_number) if raw_number is not None else None
+                identified = True
             # The rule's generated planner (engine.planner) answers the common case; None sends the
             # record through the general path, which gives the real outcome of anything unusual.
             fast = rule.planner if rule._planner_built else rule.fast_planner()
-            messages = fast(ctx, *identity) if fast is not None else None
-            planned.extend(messages if messages is not None else _plan(rule, ctx, *identity)[1])
+            messages = fast(ctx, record_id, number) if fast is not None else None
+            planned.extend(messages if messages is not None else _plan(rule, ctx, record_id, number)[1])
     return planned
 
 

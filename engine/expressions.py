@@ -316,6 +316,7 @@ _RUNTIME: dict[str, Any] = {
     "_path": _path,
     "_item": _item,
     "_type": type,
+    "_dict": dict,
     "_SCALARS": frozenset({str, int, bool, type(None)}),
     "_EngineError": EngineError,
     # The generated code runs without builtins; these are the only ones its error handler names.
@@ -500,6 +501,13 @@ class _Compiler:
         self.uses_record = True
         if len(segments) == 1:
             return _Code(f"rec.get({segments[0]!r})")
+        if len(segments) == 2:
+            # _path for the commonest shape (a dict record, an expanded dict), without its call.
+            head, tail = segments
+            return _Code(
+                f"(rec.get({head!r}).get({tail!r}) if _type(rec) is _dict and _type(rec.get({head!r})) is _dict "
+                f"else _path(rec, {segments!r}))"
+            )
         return _Code(f"_path(rec, {segments!r})")
 
     def add_field(self, path: str, offset: int, length: int, previous: bool, node: ast.AST) -> None:

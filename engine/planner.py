@@ -18,6 +18,7 @@ and then `_plan` is harmless: the fast path can make planning faster, never diff
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ from engine.evaluate import (
     _template_names,
 )
 from engine.functions import EvaluationContext
-from engine.model import CHANNELS
+from engine.model import CHANNELS, FIELD_PATH
 from engine.render import MAX_OUTPUT, is_gsm_basic, segment_count
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class _Writer:
         self.code.namespace.update(
             {
                 "_str": str,
+                "_int": int,
+                "_float": float,
                 "_len": len,
                 "_Exception": Exception,
                 "_fromkeys": dict.fromkeys,
@@ -93,6 +96,7 @@ class _Writer:
                 "_render": _render,
             }
         )
+        self.code.namespace["_today_text"] = [(None, "")]
         self.lines: list[str] = []
 
     def name(self, value: Any) -> str:
@@ -175,6 +179,13 @@ def _compile(rule: CompiledRule) -> FastPlanner:
     w.line(2, "return None")
     w.line(1, "try:")
     w.line(2, "today = ctx.today")
+    # str(today) for the reasons, worked out once per day: a (today, text) pair swapped in whole.
+    w.line(2, "known = _today_text[0]")
+    w.line(2, "if known[0] is today:")
+    w.line(3, "today_text = known[1]")
+    w.line(2, "else:")
+    w.line(3, "today_text = f'{today}'")
+    w.line(3, "_today_text[0] = (today, today_text)")
 
     # --- the stage, and days_overdue of dueDate when it is known from it ----------------------------
     overdue_known = False
@@ -219,16 +230,26 @@ def _compile(rule: CompiledRule) -> FastPlanner:
         w.line(2, "plural = '' if days == 1 or days == -1 else 's'")
 
     # --- the reason: each check's explain_held (the ladder's part is per stage) ---------------------
-    reasons: list[str | None] = []  # None marks the ladder's place
+    # Each part as _text pieces; None marks the ladder's place.
+    reasons: list[list[str | tuple[str]] | None] = []
+    # What each part starts with, when known: parts that start differently are different, so
+    # _plan's dict.fromkeys (dropping a repeated part) has nothing to drop.
+    leads: list[str | None] = []
     for check in rule.checks:
         if check is ladder:
             reasons.append(None)
+            leads.append("<days>")  # a number of days: a digit or '-'
             continue
         temp = w.temp()
         if isinstance(check, FieldCheck) and type(check) is FieldCheck:
             _field_reason(w, check, temp)
+            # The path and then a space (paths have none, and start with a letter or '_').
+            leads.append(check.path + " " if re.fullmatch(FIELD_PATH, check.path) else None)
         elif isinstance(check, ExprCheck) and type(check) is ExprCheck:
-            w.line(2, f"{temp} = {w.lit(f'`{check.compiled.source}` is true')}")
+            text = f"`{check.compiled.source}` is true"
+            reasons.append([(text,)])
+            leads.append(text)
+            continue
         elif isinstance(check, DaysCheck) and check is stage_check:
             # DaysCheck.explain for a check that held, its days and stage already counted.
             label = "overdue" if check.kind == "days_overdue" else "until due"
@@ -246,16 +267,20 @@ def _compile(rule: CompiledRule) -> FastPlanner:
                     (f" {label} ({check.path} ",),
                     "raw_days",
                     (", today ",),
-                    "today",
+                    "today_text",
                     (")",),
                     "stage_part",
                 ),
             )
+            leads.append("<days>")
         else:
             w.line(2, f"{temp} = {w.name(check.explain_held)}(ctx)")
-        reasons.append(temp)
+            leads.append(None)
+        reasons.append([temp])
+    distinct = None not in leads and not _may_share_start([lead for lead in leads if lead is not None])
 
     # --- the dedupe values (all but the stage) ------------------------------------------------------
+    w.line(2, "rid = _enc(record_id)")
     key_pieces: list[str | tuple[str]] = [(f"{rule.id}/{rule.entity}/",)]
     json_pieces: list[str | tuple[str]] = [("[",)]
     for index, (entry, entry_json, field_name, getter) in enumerate(rule.once_per_steps):
@@ -285,14 +310,17 @@ def _compile(rule: CompiledRule) -> FastPlanner:
         w.line(2, f"{temp} = {value}")
         w.line(2, f"if _type({temp}) is _str:")
         w.line(3, f"{shown} = {temp}")
-        w.line(3, f"{text} = _enc({temp})")
+        if field_name == "id":
+            # The record id is written once for the job id already (_record_identity's str() of it).
+            w.line(3, f"{text} = rid if {temp} is record_id else _enc({temp})")
+        else:
+            w.line(3, f"{text} = _enc({temp})")
         w.line(2, "else:")
         w.line(3, f"{shown} = '' if {temp} is None else f'{{{temp}}}'")
         w.line(3, f"{text} = _plain({temp})")
         key_pieces.append(shown)
         json_pieces.extend([text, ("]",)])
     json_pieces.append(("]",))
-    w.line(2, "rid = _enc(record_id)")
 
     # --- per stage: the rest ------------------------------------------------------------------------
     if ladder is not None:
@@ -308,13 +336,13 @@ def _compile(rule: CompiledRule) -> FastPlanner:
                 stage.region,
                 stage.grace_days,
             )
-            _emit_variant(w, rule, variant, reasons, key_pieces, json_pieces, 3)
+            _emit_variant(w, rule, variant, reasons, distinct, key_pieces, json_pieces, 3)
         w.line(2, "return None")
     else:
         w.line(2, "stage_json = 'null' if stage is None else _plain(stage)")
         w.line(2, "stage_shown = '' if stage is None else stage_json")
         variant = _Variant(None, None, rule.channel, rule.template, rule.recipients, rule.region, 0)
-        _emit_variant(w, rule, variant, reasons, key_pieces, json_pieces, 2)
+        _emit_variant(w, rule, variant, reasons, distinct, key_pieces, json_pieces, 2)
     w.line(1, "except _Exception:")
     w.line(2, "return None")
     source = "\n".join(w.lines) + "\n"
@@ -325,12 +353,29 @@ def _compile(rule: CompiledRule) -> FastPlanner:
     return planner
 
 
+def _may_share_start(leads: list[str]) -> bool:
+    """Could two reason parts with these known starts be the same text? (Only with equal starts.)
+
+    A field part starts with its path and a space, an expression part is a fixed text starting
+    with a backtick, a days part starts with a digit or '-': two such parts can only be equal when
+    their starts are (a repeated path, a repeated expression, two days parts).
+    """
+    return len(set(leads)) != len(leads)
+
+
 def _field_reason(w: _Writer, check: FieldCheck, temp: str) -> None:
     """temp = FieldCheck.explain_held."""
     value = w.temp()
     w.line(2, f"{value} = {w.read(check.path)}")
     if check.ordered:
-        w.line(2, f"{temp} = {_text((check.path + ' ',), f'_show({value})', (' ' + check._held_words,))}")
+        # show(), its commonest cases written out: an int or a fractional float reads as str() does.
+        shown = w.temp()
+        w.line(
+            2,
+            f"{shown} = _str({value}) if _type({value}) is _int or (_type({value}) is _float "
+            f"and not {value}.is_integer()) else _show({value})",
+        )
+        w.line(2, f"{temp} = {_text((check.path + ' ',), shown, (' ' + check._held_words,))}")
         return
     shown = _text((check.path + " is ",), f"_show({value})")
     if check._held_text is not None:
@@ -348,7 +393,8 @@ def _emit_variant(
     w: _Writer,
     rule: CompiledRule,
     variant: _Variant,
-    reasons: list[str | None],
+    reasons: list[list[str | tuple[str]] | None],
+    distinct: bool,
     key_pieces: list[str | tuple[str]],
     json_pieces: list[str | tuple[str]],
     indent: int,
@@ -356,29 +402,38 @@ def _emit_variant(
     if variant.stage is not None:
         w.line(indent, f"stage = {variant.stage!r}")
         w.line(indent, f"stage_json = stage_shown = {str(variant.stage)!r}")
-    pieces: list[str] = []
+    parts: list[list[str | tuple[str]]] = []
     for reason in reasons:
         if reason is not None:
-            pieces.append(reason)
+            parts.append(reason)
             continue
         ladder = rule.ladder
         assert ladder is not None and variant.reason_tail is not None
-        pieces.append(
-            _text(
+        parts.append(
+            [
                 "days",
                 (" day",),
                 "plural",
                 (f" overdue ({ladder.path} ",),
                 "raw_days",
                 (", today ",),
-                "today",
+                "today_text",
                 (")" + variant.reason_tail,),
-            )
+            ]
         )
-    if pieces:
-        w.line(indent, f"reason = _reasons(_fromkeys(({', '.join(pieces)},))) or 'no conditions'")
-    else:
+    if not parts:
         w.line(indent, "reason = 'no conditions'")
+    elif distinct and len(parts) > 1:
+        # "; ".join(dict.fromkeys(parts)) when no part can repeat another: one f-string.
+        joined: list[str | tuple[str]] = []
+        for index, part in enumerate(parts):
+            if index:
+                joined.append(("; ",))
+            joined.extend(part)
+        w.line(indent, f"reason = {_text(*joined)}")
+    else:
+        expressions = ", ".join(_text(*part) for part in parts)
+        w.line(indent, f"reason = _reasons(_fromkeys(({expressions},))) or 'no conditions'")
     w.line(indent, f"key = {_text(*key_pieces)}")
     w.line(indent, f"parts = {_text(*json_pieces)}")
     _emit_body(w, rule, variant.template, indent)

@@ -286,6 +286,8 @@ trigger: {entity: salesInvoices, events: [sweep]}
 when:
   - status: {in: [Open, Paid]}
   - currencyCode: {not_in: [EUR]}
+  - remainingAmount: {gt: 0}
+  - remainingAmount: {gt: 0}
   - days_overdue: {gte: 0, stages: [0, 7, 14]}
 recipient: {phone: [customer.phoneNumber, "+44 20 7946 0018"], region: GB}
 send: {channel: sms, template: plain.sms.j2}
@@ -306,6 +308,8 @@ timezone: UTC
 trigger: {entity: salesInvoices, events: [sweep]}
 when:
   - days_until_due: {gte: -5, lte: 5, stages: [1, 5]}
+  - expr: "status != 'Paid'"
+  - remainingAmount: {gt: 0}
 recipient: {phone: "+1 206 555 0118"}
 send: {channel: sms, template: loop.sms.j2}
 once_per: [id, stage]
@@ -359,7 +363,7 @@ def test_generated_planner_plans_what_the_general_path_plans(ruleset_of: Callabl
         answered = fast_answers
         planner = rule.fast_planner()
         assert planner is not None, rule.model.when
-        for record in planner_records(1500):
+        for record in planner_records(2500):
             ctx = _context(record, None, NOW, rule.timezone)
             if not rule.holds(ctx):
                 continue
