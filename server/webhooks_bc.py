@@ -44,7 +44,7 @@ from server.logs import get_logger
 from server.metrics import count_notifications
 from server.services import Services
 from server.store.db import read_scope
-from server.store.inbox import RECORD_ID_MAX, NotificationIn, parse_resource, store_notifications
+from server.store.inbox import RECORD_ID_MAX, NotificationIn, ResourceParser, store_notifications
 from server.store.subscriptions import client_state_matches, get_by_subscription_ids
 from server.store.tables import BcSubscription
 
@@ -384,6 +384,7 @@ def check_items(
     # and keep what the items are checked against: (company id, lower-cased, entity) or a reason.
     verdicts: dict[tuple[str, str | None], tuple[str, str, str] | str] = {}
     accepted: list[NotificationIn] = []
+    parse_resource = ResourceParser()
     for n, item in parsed:
         key = (item.subscription_id, item.client_state)
         verdict = verdicts.get(key)

@@ -53,6 +53,45 @@ def parse_resource(resource: str) -> ResourceRef:
     return ResourceRef._make(match.group("company", "entity", "record"))
 
 
+class ResourceParser:
+    """parse_resource for the items of one batch, which mostly name records of one entity set.
+
+    Each item's resource is usually `<head>(<record id>)` with a <head> seen already: then the ref
+    is the head's (company, entity) and the record id, found without the regex (1.5 us an item;
+    bench: ingest). A head is remembered only when the regex's match ends with a record id that
+    starts right after the last "(" and ends right before the closing ")", and a record id is
+    taken only if the regex would take it whole: not empty, none of `)'/`, no leading whitespace.
+    Anything else goes to parse_resource. Same answers (tests/store/test_inbox.py).
+    """
+
+    __slots__ = ("_heads",)
+
+    def __init__(self) -> None:
+        self._heads: dict[str, ResourceRef] = {}
+
+    def __call__(self, resource: str) -> ResourceRef:
+        head, paren, rest = resource.rpartition("(")
+        if paren and rest.endswith(")"):
+            known = self._heads.get(head)
+            record = rest[:-1]
+            if (
+                known is not None
+                and record
+                and ")" not in record
+                and "'" not in record
+                and "/" not in record
+                and not record[0].isspace()
+            ):
+                return ResourceRef(known.company_id, known.entity, record)
+        match = _RESOURCE_RE.search(resource)
+        if match is None:
+            return _NO_REF
+        ref = ResourceRef._make(match.group("company", "entity", "record"))
+        if paren and match.start("record") == len(head) + 1 and match.end("record") == len(resource) - 1:
+            self._heads[head] = ref
+        return ref
+
+
 class NotificationIn(NamedTuple):
     """One validated item of a BC notification (clientState already checked by the webhook)."""
 
@@ -79,17 +118,26 @@ def notification_dedupe_key(
     of a 100-item batch at 100,000 rows). The 172 bits of hash that remain keep apart the keys of
     one microsecond.
     """
-    stamp, prefix = _time_parts(last_modified)
-    raw = "\x1f".join((subscription_id, resource, change_type, stamp))
-    digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
-    return f"{prefix}-{digest[: DEDUPE_KEY_LENGTH - len(prefix) - 1]}"
+    return _dedupe_key(_time_parts(last_modified), subscription_id, resource, change_type)
+
+
+def _dedupe_key(time_parts: tuple[str, str], subscription_id: str, resource: str, change_type: str) -> str:
+    stamp, prefix = time_parts
+    digest = hashlib.sha256(
+        f"{subscription_id}\x1f{resource}\x1f{change_type}\x1f{stamp}".encode()
+    ).hexdigest()
+    return f"{prefix}-{digest[:_DIGEST_CHARS]}"
+
+
+_TIME_PREFIX_CHARS = 20  # %Y%m%d%H%M%S%f
+_DIGEST_CHARS = DEDUPE_KEY_LENGTH - _TIME_PREFIX_CHARS - 1
 
 
 @functools.lru_cache(maxsize=1024)
 def _time_parts(last_modified: datetime | None) -> tuple[str, str]:
     # Cached: the items of one POST share a few timestamps, and strftime costs more than the hash.
     if last_modified is None:
-        return "", "0" * 20
+        return "", "0" * _TIME_PREFIX_CHARS
     when = require_aware(last_modified, "lastModifiedDateTime")
     return when.isoformat(), when.strftime("%Y%m%d%H%M%S%f")
 
@@ -147,22 +195,30 @@ def store_notifications(
     now = require_aware(now)
     connection = session.connection() if isinstance(session, Session) else session
     insert = _inbox_insert(connection.dialect)
-    db_times: dict[datetime | None, Any] = {None: None}
+    # Per distinct lastModifiedDateTime (a POST's items share few): its database value and key parts.
+    no_time: tuple[Any, tuple[str, str]] = (None, _time_parts(None))
+    times: dict[datetime, tuple[Any, tuple[str, str]]] = {}
     received_at = insert.to_db_time(now)
+    parse = ResourceParser()
     rows: list[tuple[Any, ...]] = []
     for n, item in enumerate(items):
         if item.change_type not in CHANGE_TYPES:
             raise ValueError(
                 f"value[{n}].changeType: {item.change_type!r} is not one of {', '.join(CHANGE_TYPES)}"
             )
-        ref = item.ref or parse_resource(item.resource)
+        ref = item.ref or parse(item.resource)
         company_id = item.company_id or ref.company_id
         entity = item.entity or ref.entity
         if not company_id or not entity:
             raise ValueError(f"value[{n}].resource: cannot tell company and entity from {item.resource!r}")
         last_modified = item.last_modified
-        if last_modified is not None and last_modified not in db_times:
-            db_times[last_modified] = insert.to_db_time(require_aware(last_modified, "lastModifiedDateTime"))
+        if last_modified is None:
+            time = no_time
+        elif (known := times.get(last_modified)) is not None:
+            time = known
+        else:
+            aware = require_aware(last_modified, "lastModifiedDateTime")
+            time = times[last_modified] = (insert.to_db_time(aware), _time_parts(aware))
         rows.append(
             (
                 received_at,
@@ -172,8 +228,8 @@ def store_notifications(
                 item.resource,
                 item.change_type,
                 ref.record_id if item.change_type != "collection" else None,
-                db_times[last_modified],
-                notification_dedupe_key(item.subscription_id, item.resource, item.change_type, last_modified),
+                time[0],
+                _dedupe_key(time[1], item.subscription_id, item.resource, item.change_type),
             )
         )
     if not rows:

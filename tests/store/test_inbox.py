@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -222,3 +223,56 @@ def test_sqlite_checks_the_inbox_without_a_temporary_index(tmp_path: Path) -> No
         assert "Insert" in opcodes and "OpenEphemeral" not in opcodes
     finally:
         engine.dispose()
+
+
+def test_resource_parser_answers_as_parse_resource() -> None:
+    # The batch parser's shortcut (a known head, then `(<record id>)`) must never change an answer.
+    head = f"api/v2.0/companies({CO})/customers"
+    tricky = [
+        f"{head}(c1)",
+        f"{head}(c2)",
+        f"{head}( c3)",
+        f"{head}(c4 )",
+        f"{head}('c5')",
+        f"{head}(c6')",
+        f"{head}(c/7)",
+        f"{head}(c8))",
+        f"{head}()",
+        f"{head}(a(b)",
+        f"{head}(c9",
+        f"{head}?$filter=x",
+        f"{head}(c1)/salesInvoiceLines(l1)",
+        f"https://bc/{head}(c10)",
+        f"api/v2.0/companies('{CO}')/vendors(v1)",
+        f"api/v2.0/companies('{CO}')/vendors(v2)",
+        "nonsense(x)",
+        "nonsense(y)",
+    ]
+    rng = random.Random(20261125)
+    pieces = [
+        "api/v2.0/",
+        "/",
+        "companies(",
+        CO,
+        "'",
+        ")",
+        "/customers",
+        "(",
+        "c1",
+        " ",
+        "?$filter=a",
+        "a(b",
+        "",
+    ]
+    heads = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 8))) for _ in range(200)] + [head]
+    chars = "ab1-_ ()'/\t"
+    generated = [
+        rng.choice(heads)
+        + rng.choice(["(", "('", "( ", ""])
+        + "".join(rng.choice(chars) for _ in range(rng.randint(0, 5)))
+        + rng.choice([")", "')", " )", "", "))"])
+        for _ in range(5000)
+    ]
+    for batch in (tricky, tricky[::-1], generated):
+        parse = inbox.ResourceParser()
+        assert [parse(r) for r in batch] == [parse_resource(r) for r in batch]
