@@ -31,7 +31,6 @@ from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.types import ControllerRouterHandler
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, col, or_, select
 
 from server.crashpoints import crash_point
 from server.logs import get_logger
@@ -40,7 +39,6 @@ from server.settings import Settings
 from server.store import optouts, outbox
 from server.store.db import session_scope
 from server.store.states import EventSource
-from server.store.tables import OutboxMessage
 from server.twilio.signatures import public_url, validate_request
 from server.twilio.twiml import empty_messaging_response
 
@@ -143,9 +141,7 @@ def apply_report(services: Services, report: StatusReport, params: dict[str, str
     """Apply one status report. True moved, False recorded/no-op, None: no such message."""
     now = services.clock.now()
     with session_scope(services.db) as session:
-        if not _known(session, report):
-            return None
-        moved = outbox.apply_status(
+        moved = outbox.apply_status_report(
             session,
             twilio_status=report.status,
             now=now,
@@ -155,17 +151,9 @@ def apply_report(services: Services, report: StatusReport, params: dict[str, str
             params=params,
             source=EventSource.CALLBACK,
         )
-        crash_point("callback.applying")
+        if moved is not None:
+            crash_point("callback.applying")
         return moved
-
-
-def _known(session: Session, report: StatusReport) -> bool:
-    conditions = []
-    if report.sid is not None:
-        conditions.append(col(OutboxMessage.twilio_sid) == report.sid)
-    if report.job_id is not None:
-        conditions.append(col(OutboxMessage.job_id) == report.job_id)
-    return session.exec(select(OutboxMessage.id).where(or_(*conditions)).limit(1)).first() is not None
 
 
 def apply_inbound(services: Services, params: dict[str, str]) -> OptAction | None:

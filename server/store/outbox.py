@@ -340,6 +340,33 @@ def mark_submitting_many(
     return moved
 
 
+def unsubmit(session: Session, job_id: str, worker_id: str, *, now: datetime, detail: str) -> bool:
+    """Undo mark_submitting when the worker knows the create call was never made (it stopped
+    before the call): back to 'planned', unclaimed, the attempt not counted. Only for the worker
+    that holds the claim; a job whose call may have begun must go to 'unknown' instead."""
+    now = require_aware(now)
+    stmt = (
+        sa.update(_OUTBOX)
+        .where(
+            _OUTBOX.c.job_id == job_id,
+            _OUTBOX.c.claimed_by == worker_id,
+            _OUTBOX.c.status == S.SUBMITTING.value,
+        )
+        .values(
+            status=S.PLANNED.value,
+            attempts=_OUTBOX.c.attempts - 1,
+            claimed_by=None,
+            claim_expires=None,
+            updated_at=now,
+        )
+        .returning(_OUTBOX.c.job_id)
+    )
+    if session.execute(stmt).first() is None:
+        return False
+    _add_events(session, [job_id], status=S.PLANNED, source=EventSource.DISPATCHER, now=now, detail=detail)
+    return True
+
+
 def mark_sent(
     session: Session,
     job_id: str,
@@ -594,21 +621,45 @@ def apply_status(
     False and stores nothing. Each (sid, status) is recorded once, so a replayed callback is a
     no-op; an out-of-order one is recorded in the history but does not move the status back.
     """
+    moved = apply_status_report(
+        session,
+        twilio_status=twilio_status,
+        now=now,
+        sid=sid,
+        job_id=job_id,
+        error_code=error_code,
+        params=params,
+        source=source,
+    )
+    return moved is True
+
+
+def apply_status_report(
+    session: Session,
+    *,
+    twilio_status: str,
+    now: datetime,
+    sid: str | None = None,
+    job_id: str | None = None,
+    error_code: str | int | None = None,
+    params: Mapping[str, Any] | None = None,
+    source: EventSource = EventSource.CALLBACK,
+) -> bool | None:
+    """apply_status, telling "no such message" (None) from "recorded, nothing moved" (False).
+
+    The status webhook's path: one locking read of the few columns needed, the event insert, and
+    the row update when something changed (no separate existence check, no ORM object).
+    """
     now = require_aware(now)
     if sid is None and job_id is None:
         raise ValueError("apply_status needs a sid or a job_id")
-    row: OutboxMessage | None = None
+    row: Any = None
     if sid is not None:
-        row = session.exec(
-            select(OutboxMessage)
-            .where(OutboxMessage.twilio_sid == sid)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).first()
+        row = _lock_status_row(session, _OUTBOX.c.twilio_sid == sid)
     if row is None and job_id is not None:
-        row = _lock_by_job(session, job_id)
+        row = _lock_status_row(session, _OUTBOX.c.job_id == job_id)
     if row is None:
-        return False
+        return None
     word = twilio_status.strip().lower()
     code = None if error_code in (None, "") else str(error_code)
     plain_params = dict(params) if params is not None else None
@@ -665,12 +716,13 @@ def apply_status(
 # --- internals -----------------------------------------------------------------------------------
 
 
-def _lock_by_job(session: Session, job_id: str) -> OutboxMessage | None:
-    return session.exec(
-        select(OutboxMessage)
-        .where(OutboxMessage.job_id == job_id)
+def _lock_status_row(session: Session, where: Any) -> Any:
+    """The columns a status report needs, row locked (FOR UPDATE), or None."""
+    return session.execute(
+        sa.select(_OUTBOX.c.id, _OUTBOX.c.job_id, _OUTBOX.c.twilio_sid, _OUTBOX.c.status, _OUTBOX.c.channel)
+        .where(where)
+        .limit(1)
         .with_for_update()
-        .execution_options(populate_existing=True)
     ).first()
 
 
