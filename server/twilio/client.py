@@ -159,6 +159,8 @@ class TwilioClient:
         self._api = config.api_base_url.rstrip("/")
         self._verify = config.verify_base_url.rstrip("/")
         self._account_path = f"/2010-04-01/Accounts/{quote(config.account_sid, safe='')}"
+        # Parsed once: httpx parses a URL string on every request (a create call runs per message).
+        self._messages_url = httpx.URL(f"{self._api}{self._account_path}/Messages.json")
 
     async def __aenter__(self) -> TwilioClient:
         return self
@@ -194,9 +196,7 @@ class TwilioClient:
             form["StatusCallback"] = status_callback
         if validity_period is not None:
             form["ValidityPeriod"] = str(validity_period)
-        data = await self._request(
-            "send_sms", "POST", f"{self._api}{self._account_path}/Messages.json", form=form, idempotent=False
-        )
+        data = await self._request("send_sms", "POST", self._messages_url, form=form, idempotent=False)
         result = SendResult.model_validate(data)
         crash_point("dispatch.accepted")  # Twilio holds the message; nobody has recorded its SID
         return result
@@ -403,7 +403,7 @@ class TwilioClient:
         self,
         operation: str,
         method: str,
-        url: str,
+        url: str | httpx.URL,
         *,
         form: FormData | None = None,
         params: dict[str, str] | None = None,
