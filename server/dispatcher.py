@@ -44,6 +44,7 @@ import asyncio
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -86,6 +87,11 @@ CALL_EVENTS: tuple[str, ...] = ("initiated", "ringing", "answered", "completed")
 NO_SENDER = "no-sender"
 NO_VOICE_SENDER = "no-voice-sender"
 BAD_TWIML = "twiml-too-long"
+# Sends under way (budget turn, 'submitting' commit, call) per create-call slot: the database round
+# trip before each call is not bounded by the slots, so a slow commit does not cap the rate.
+UNDER_WAY_PER_SLOT = 4
+# A pass that found nothing due while sends are still in flight looks again after this long.
+CLAIM_AGAIN_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -159,8 +165,9 @@ class GroupCommit(Generic[T, R]):
     running, so a lone send waits no longer than before; concurrent sends share a commit.
     """
 
-    def __init__(self, write: Callable[[list[T]], R]) -> None:
+    def __init__(self, write: Callable[[list[T]], R], executor: Executor | None = None) -> None:
         self._write = write
+        self._executor = executor  # None: asyncio's default thread pool
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -175,7 +182,8 @@ class GroupCommit(Generic[T, R]):
         while self._queue:
             taken, self._queue = self._queue, []
             try:
-                result = await asyncio.to_thread(self._write, [item for item, _ in taken])
+                items = [item for item, _ in taken]
+                result = await asyncio.get_running_loop().run_in_executor(self._executor, self._write, items)
             except Exception as exc:
                 for _, future in taken:
                     if not future.done():
@@ -219,8 +227,15 @@ class Dispatcher:
         # Until one send has been answered (at start, after a halt), a pass sends its first job
         # alone: a configuration error then stops the pass before others are in flight.
         self._probe = True
-        self._submitting: GroupCommit[str, set[str]] = GroupCommit(self._mark_submitting)
-        self._recording: GroupCommit[outbox.Accepted, set[str]] = GroupCommit(self._sent)
+        # One writer for both of a send's writes: 'submitting' (a job id) before the call, the SID
+        # (outbox.Accepted) after it. Sends at the budget overlap, so one send's 'submitting'
+        # usually shares its transaction with an earlier send's SID.
+        # A thread of its own: in asyncio's shared pool these writes queued behind the fetcher's
+        # and the webhooks' work, and every send waits for its 'submitting' commit.
+        self._writes: GroupCommit[str | outbox.Accepted, set[str]] = GroupCommit(
+            self._write, ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatcher-writes")
+        )
+        self._last_turn: asyncio.Future[None] | None = None  # the latest send to take a turn
         self.last_pass = PassReport()
 
     # ------------------------------------------------------------------ the pass
@@ -261,6 +276,16 @@ class Dispatcher:
         if report.handled:
             log.info("dispatch pass", **{k: v for k, v in vars(report).items() if v and k != "errors"})
         return report.handled
+
+    async def _refill(self, report: PassReport, began: datetime) -> list[OutboxMessage] | None:
+        """The next batch of a pass still sending. A pass may go on for as long as jobs keep
+        coming, so once it has lasted a reconcile interval (at least a second), reconciliation
+        runs between its batches too whenever it is due."""
+        now = self.services.clock.now()
+        interval = timedelta(seconds=max(1.0, self.reconciler.policy.interval_seconds))
+        if now - began >= interval and self.reconciler.due(now):
+            report.reconciled += await self.reconciler.run_once()
+        return await self._next_batch(report)
 
     async def _next_batch(self, report: PassReport) -> list[OutboxMessage] | None:
         """Claim the next due jobs and decide them: the ones to send, in claim order (held and
@@ -340,40 +365,49 @@ class Dispatcher:
 
         The next batch is claimed (and decided) while this one is still being sent, once fewer than
         half a batch wait their turn: a burst flows through at the send budget without a pause at
-        each batch's end, and the pass ends when a claim finds nothing due. A place is taken before
-        the budget wait and given back as soon as Twilio answers (recording the SID holds none).
+        each batch's end, and the pass ends when a claim finds nothing due. A slot is taken after
+        the job's 'submitting' commit and given back as soon as Twilio answers: the slots bound the
+        create calls in flight, not the database round trips before and after them.
 
         After a halt or an unexpected error no further send starts and nothing more is claimed;
         those in flight finish (a create call is never abandoned half-way unless the dispatcher
         itself is cancelled). What was claimed and not started stays in `waiting`: released.
         """
+        began = self.services.clock.now()
         slots = asyncio.Semaphore(max(1, self.policy.concurrency))
-        low_water = self.policy.batch_size // 2
+        # Sends begun and not yet answered: each holds its turn in the budget, then its
+        # 'submitting' commit, then a slot for the call. Bounded so that the turns taken do not run
+        # far ahead of the calls (and a halt stops the rest soon).
+        under_way = asyncio.Semaphore(UNDER_WAY_PER_SLOT * max(1, self.policy.concurrency))
+        low_water = self.policy.batch_size // 2  # 0 (batch_size 1): one batch per pass
+        loop = asyncio.get_running_loop()
         errors: list[BaseException] = []
         sends: set[asyncio.Task[None]] = set()
         refill: asyncio.Task[list[OutboxMessage] | None] | None = None
-        more = True  # a claim may still find due jobs
+        found_nothing = False  # the last claim found no due job
+        claim_after = 0.0  # after a claim that found nothing, the next one waits a moment
 
         def stopped() -> bool:
             return self._halted_until is not None or bool(errors)
 
         def take_refill() -> None:
-            nonlocal refill, more
+            nonlocal refill, found_nothing, claim_after
             if refill is None or not refill.done():
                 return
             done, refill = refill, None
             if done.cancelled():
-                more = False
+                found_nothing = True
             elif (exc := done.exception()) is not None:
                 errors.append(exc)  # raised once the sends in flight are done
             elif (claimed := done.result()) is None:
-                more = False
+                found_nothing, claim_after = True, loop.time() + CLAIM_AGAIN_SECONDS
             else:
+                found_nothing = False
                 waiting.extend(claimed)
 
         async def one(message: OutboxMessage) -> None:
             try:
-                await self.send(message, report, slot=slots)
+                await self.send(message, report, slot=slots, under_way=under_way)
             except Exception as exc:  # raised once all are done; the others stop starting
                 errors.append(exc)
 
@@ -382,20 +416,26 @@ class Dispatcher:
                 take_refill()
                 if stopped():
                     break
-                if more and refill is None and len(waiting) < low_water:
-                    refill = asyncio.create_task(self._next_batch(report), name="dispatcher:claim")
+                if refill is None and len(waiting) < low_water and loop.time() >= claim_after:
+                    refill = asyncio.create_task(self._refill(report, began), name="dispatcher:claim")
                 if waiting:
-                    await slots.acquire()  # FIFO: the sends begin in claim order
+                    await under_way.acquire()  # FIFO: the sends begin in claim order
                     if stopped():
-                        slots.release()
+                        under_way.release()
                         break
                     task = asyncio.create_task(one(waiting.popleft()))
                     sends.add(task)
                     task.add_done_callback(sends.discard)
                     continue
-                if refill is None:
-                    break  # nothing waiting, nothing more due: the pass ends with the sends in flight
-                await asyncio.wait([refill])
+                if refill is not None:
+                    await asyncio.wait([refill])
+                    continue
+                if not sends and (found_nothing or low_water == 0):
+                    break  # nothing waiting, in flight or due: the pass ends
+                # Sends in flight and nothing due a moment ago: the rules may still be planning
+                # (a burst), so look again shortly rather than end the pass with the last send.
+                timeout = max(0.0, claim_after - loop.time()) if low_water else None
+                await asyncio.wait(set(sends), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if sends:
                 await asyncio.wait(set(sends))
             if refill is not None:  # stopped while claiming: what it claimed is released
@@ -423,30 +463,37 @@ class Dispatcher:
     # ------------------------------------------------------------------ one send
 
     async def send(
-        self, message: OutboxMessage, report: PassReport, *, slot: asyncio.Semaphore | None = None
+        self,
+        message: OutboxMessage,
+        report: PassReport,
+        *,
+        slot: asyncio.Semaphore | None = None,
+        under_way: asyncio.Semaphore | None = None,
     ) -> None:
-        """One send: 'submitting' committed, the create call, Twilio's answer recorded.
+        """One send: its turn in the budget, 'submitting' committed, the create call, Twilio's
+        answer recorded.
 
-        `slot`, acquired by the caller, is released as soon as Twilio has answered (or the send
-        ended before the call): it bounds create calls in flight, not the writes that follow.
+        `slot` is taken after the 'submitting' commit and held for the create call alone: it bounds
+        create calls in flight, not the database writes around them. `under_way`, acquired by the
+        caller, is released once Twilio has answered (or the send ended before the call).
         """
         try:
-            answer = await self._create(message, report)
+            answer = await self._create(message, report, slot)
         finally:
-            if slot is not None:
-                slot.release()
+            if under_way is not None:
+                under_way.release()
         if isinstance(answer, DeliveryError):
             await self._on_error(message, answer, report)
         elif answer is not None:
-            await asyncio.shield(self._recording.add(answer))
+            await asyncio.shield(self._writes.add(answer))
             observe_send(self.services, message.channel, message.created_at)
             report.sent += 1
 
     async def _create(
-        self, message: OutboxMessage, report: PassReport
+        self, message: OutboxMessage, report: PassReport, slot: asyncio.Semaphore | None
     ) -> outbox.Accepted | DeliveryError | None:
         """Up to Twilio's answer: the accepted message, the error to handle, or None when the send
-        ended before or without an answer (recorded here)."""
+        ended before or without an answer (recorded here). `slot` is held for the create call only."""
         settings = self.services.settings
         twiml: str | None = None
         if not (settings.twilio.from_number or settings.twilio.messaging_service_sid):
@@ -477,14 +524,41 @@ class Dispatcher:
             except ValueError as exc:
                 await self._fail(message, BAD_TWIML, str(exc), report)
                 return None
-        await self.budget.acquire()
-        if not await self._submit(message.job_id):
+        # Turns in the budget are reserved in claim order (the sends start in that order); the
+        # 'submitting' writes are queued in that order too, each after the one before it (their
+        # wake-ups a few milliseconds apart may come out of order).
+        before, mine = self._last_turn, asyncio.get_running_loop().create_future()
+        self._last_turn = mine
+        try:
+            await self.budget.acquire()
+            if before is not None:
+                await asyncio.shield(before)
+            if self._halted_until is not None:  # stopped while this send waited for its turn
+                await asyncio.to_thread(self._release, [message.job_id])
+                return None
+            submitting = self._writes.add(message.job_id)
+        finally:
+            if not mine.done():
+                mine.set_result(None)
+        if not await self._submitted(message.job_id, submitting):
             log.warning("claim lost before sending; another worker owns the job", job=message.job_id)
             return None
         callback = status_callback_url(settings.public_base_url, message.job_id)
         twilio = self.services.twilio
         recipient = message.recipient or ""
+        if slot is not None:
+            try:
+                await slot.acquire()  # FIFO: the calls begin in the order of their 'submitting'
+            except asyncio.CancelledError:
+                await asyncio.shield(
+                    asyncio.to_thread(self._unsubmit, message.job_id, "stopped before the call")
+                )
+                raise
         try:
+            if self._halted_until is not None:
+                # A concurrent send met a configuration error meanwhile: no call is made.
+                await asyncio.to_thread(self._unsubmit, message.job_id, "sending stopped before the call")
+                return None
             # A 429 seen by a concurrent send while this one was being recorded: wait it out too.
             await self.budget.wait_unpaused()
             if twiml is not None:
@@ -517,12 +591,15 @@ class Dispatcher:
             await asyncio.to_thread(self._unknown, message.job_id, f"{type(exc).__name__}: {exc}")
             report.unknown += 1
             return None
+        finally:
+            if slot is not None:
+                slot.release()
         return outbox.Accepted(message.job_id, sid, status)
 
-    async def _submit(self, job_id: str) -> bool:
-        """Commit 'submitting' for this job (with whichever sends are ready at the same moment);
-        True when the job is ours to send. Only after this returns may the create call be made."""
-        future = self._submitting.add(job_id)
+    async def _submitted(self, job_id: str, future: asyncio.Future[set[str]]) -> bool:
+        """Wait for the commit of 'submitting' for this job (queued with `_writes.add`, sharing its
+        transaction with whichever writes are ready at the same moment); True when the job is ours
+        to send. Only after this returns may the create call be made."""
         try:
             return job_id in await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -534,16 +611,24 @@ class Dispatcher:
                 await asyncio.shield(asyncio.to_thread(self._unknown, job_id, "stopped before the call"))
             raise
 
-    def _mark_submitting(self, job_ids: list[str]) -> set[str]:
+    def _write(self, items: list[str | outbox.Accepted]) -> set[str]:
+        """One transaction: the SIDs of answered sends, then 'submitting' for the sends about to
+        call Twilio. Returns the job ids that moved to 'submitting' (only those may be sent)."""
+        accepted = [item for item in items if isinstance(item, outbox.Accepted)]
+        job_ids = [item for item in items if isinstance(item, str)]
         now = self.services.clock.now()
         with session_scope(self.services.db) as session:
+            if accepted:
+                outbox.mark_sent_many(session, accepted, now=now)
+            if not job_ids:
+                return set()
             return outbox.mark_submitting_many(
                 session, job_ids, self.worker_id, now=now, lease_seconds=self.policy.submit_seconds
             )
 
-    def _sent(self, accepted: list[outbox.Accepted]) -> set[str]:
+    def _unsubmit(self, job_id: str, detail: str) -> None:
         with session_scope(self.services.db) as session:
-            return outbox.mark_sent_many(session, accepted, now=self.services.clock.now())
+            outbox.unsubmit(session, job_id, self.worker_id, now=self.services.clock.now(), detail=detail)
 
     def _unknown(self, job_id: str, detail: str) -> None:
         with session_scope(self.services.db) as session:

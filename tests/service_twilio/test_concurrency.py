@@ -222,7 +222,8 @@ async def test_configuration_error_in_flight_fails_one_job_and_requeues_the_othe
     sim = stack.twilio_sim
     jobs = insert(stack, *(row(n, to=f"+4477009{n:05d}") for n in range(20)))
     sim.delay_next(100, SLOW_ANSWER)
-    # The credentials break after the first send: calls 2-4 overlap (the first went alone).
+    # The credentials break after the first send: calls 2-4 may overlap (the first went alone); a
+    # send whose call had not begun when the error came back makes none.
     client.on_call = lambda n: sim.fail_next(3, status=401, code=20003) if n == 2 else None
     dispatcher = make_dispatcher(stack, concurrency=3, configuration_pause_seconds=60)
 
@@ -230,13 +231,13 @@ async def test_configuration_error_in_flight_fails_one_job_and_requeues_the_othe
 
     rows = {job: message(stack, job) for job in jobs}
     refused = [r for r in rows.values() if r.error_code == "20003"]
-    assert len(refused) == 3 == client.calls - 1
-    assert sorted(r.status for r in refused) == ["failed", "planned", "planned"]  # one job is blamed
+    assert 1 <= len(refused) <= 3 and len(refused) == client.calls - 1  # no call after the halt
+    assert sorted(r.status for r in refused) == ["failed"] + ["planned"] * (len(refused) - 1)  # one blamed
     assert all(r.attempts == 1 and r.claimed_by is None for r in refused)
     requeued = [r for r in refused if r.status == "planned"]
     assert all(r.next_attempt_at >= stack.clock.now() + timedelta(seconds=60) for r in requeued)
     untouched = [r for r in rows.values() if r.attempts == 0]
-    assert len(untouched) == 16  # never tried; their claims given back
+    assert len(untouched) == 19 - len(refused)  # never tried; their claims given back
     assert all((r.status, r.claimed_by, r.error_code) == ("planned", None, None) for r in untouched)
     assert len(accepted_bodies(stack)) == 1
 
