@@ -278,3 +278,29 @@ async def test_unknown_call_without_callbacks_is_failed_not_placed_again(stack: 
     assert (failed.status, failed.error_code) == ("failed", "outcome-unknown")
     assert any(entry["log_level"] == "error" for entry in logs)
     assert len(creates(stack, "Calls.json")) == 1
+
+
+async def test_a_send_stopped_before_its_call_goes_back_to_planned_uncounted(stack: Stack) -> None:
+    """outbox.unsubmit: the claim holder knows no call was made (sending halted meanwhile)."""
+    (job,) = insert(stack, row(1))
+    now = stack.clock.now()
+    with session_scope(stack.services.db) as session:
+        outbox.claim_due(session, "w1", now=now, limit=1, lease_seconds=60)
+    with session_scope(stack.services.db) as session:
+        assert outbox.mark_submitting(session, job, "w1", now=now, lease_seconds=60)
+    with session_scope(stack.services.db) as session:
+        assert not outbox.unsubmit(session, job, "w2", now=now, detail="not ours")  # only the holder
+
+        assert outbox.unsubmit(session, job, "w1", now=now, detail="sending stopped before the call")
+
+    back = message(stack, job)
+    assert (back.status, back.attempts, back.claimed_by, back.claim_expires) == ("planned", 0, None, None)
+    assert [(e.status, e.source) for e in events(stack, job)][-2:] == [
+        ("submitting", "dispatcher"),
+        ("planned", "dispatcher"),
+    ]
+    with session_scope(stack.services.db) as session:  # once only: it is no longer 'submitting'
+        assert not outbox.unsubmit(session, job, "w1", now=now, detail="again")
+    await make_dispatcher(stack).run_once()  # and it is sent as any planned job
+    assert (message(stack, job).status, message(stack, job).attempts) == ("queued", 1)
+    assert len(creates(stack)) == 1
