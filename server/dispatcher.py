@@ -87,8 +87,8 @@ CALL_EVENTS: tuple[str, ...] = ("initiated", "ringing", "answered", "completed")
 NO_SENDER = "no-sender"
 NO_VOICE_SENDER = "no-voice-sender"
 BAD_TWIML = "twiml-too-long"
-# Sends under way (budget turn, 'submitting' commit, call) per create-call slot: the database round
-# trip before each call is not bounded by the slots, so a slow commit does not cap the rate.
+# Sends under way (turn in the budget, then a slot for the commit and the call) per slot: the turns
+# are taken ahead, so a late wake-up does not cost a turn.
 UNDER_WAY_PER_SLOT = 4
 # A pass that found nothing due while sends are still in flight looks again after this long.
 CLAIM_AGAIN_SECONDS = 0.05
@@ -365,9 +365,9 @@ class Dispatcher:
 
         The next batch is claimed (and decided) while this one is still being sent, once fewer than
         half a batch wait their turn: a burst flows through at the send budget without a pause at
-        each batch's end, and the pass ends when a claim finds nothing due. A slot is taken after
-        the job's 'submitting' commit and given back as soon as Twilio answers: the slots bound the
-        create calls in flight, not the database round trips before and after them.
+        each batch's end, and the pass ends when a claim finds nothing due. A slot is taken just
+        before the job's 'submitting' commit and given back as soon as Twilio answers (the SID
+        write holds none).
 
         After a halt or an unexpected error no further send starts and nothing more is claimed;
         those in flight finish (a create call is never abandoned half-way unless the dispatcher
@@ -375,9 +375,9 @@ class Dispatcher:
         """
         began = self.services.clock.now()
         slots = asyncio.Semaphore(max(1, self.policy.concurrency))
-        # Sends begun and not yet answered: each holds its turn in the budget, then its
-        # 'submitting' commit, then a slot for the call. Bounded so that the turns taken do not run
-        # far ahead of the calls (and a halt stops the rest soon).
+        # Sends begun and not yet answered: each holds its turn in the budget, then a slot for its
+        # 'submitting' commit and its call. Bounded so that the turns taken do not run far ahead of
+        # the calls (and a halt stops the rest soon).
         under_way = asyncio.Semaphore(UNDER_WAY_PER_SLOT * max(1, self.policy.concurrency))
         low_water = self.policy.batch_size // 2  # 0 (batch_size 1): one batch per pass
         loop = asyncio.get_running_loop()
@@ -473,9 +473,9 @@ class Dispatcher:
         """One send: its turn in the budget, 'submitting' committed, the create call, Twilio's
         answer recorded.
 
-        `slot` is taken after the 'submitting' commit and held for the create call alone: it bounds
-        create calls in flight, not the database writes around them. `under_way`, acquired by the
-        caller, is released once Twilio has answered (or the send ended before the call).
+        `slot` is taken just before the 'submitting' commit and held until Twilio answers: it
+        bounds create calls in flight (with their commit), not the SID write that follows.
+        `under_way`, acquired by the caller, is released at the same moment.
         """
         try:
             answer = await self._create(message, report, slot)
@@ -493,7 +493,8 @@ class Dispatcher:
         self, message: OutboxMessage, report: PassReport, slot: asyncio.Semaphore | None
     ) -> outbox.Accepted | DeliveryError | None:
         """Up to Twilio's answer: the accepted message, the error to handle, or None when the send
-        ended before or without an answer (recorded here). `slot` is held for the create call only."""
+        ended before or without an answer (recorded here). `slot` is held from just before the
+        'submitting' commit to Twilio's answer."""
         settings = self.services.settings
         twiml: str | None = None
         if not (settings.twilio.from_number or settings.twilio.messaging_service_sid):
@@ -525,35 +526,45 @@ class Dispatcher:
                 await self._fail(message, BAD_TWIML, str(exc), report)
                 return None
         # Turns in the budget are reserved in claim order (the sends start in that order); the
-        # 'submitting' writes are queued in that order too, each after the one before it (their
-        # wake-ups a few milliseconds apart may come out of order).
+        # slots and the 'submitting' writes are taken in that order too, each after the one before
+        # it (the turns' wake-ups a few milliseconds apart may come out of order).
         before, mine = self._last_turn, asyncio.get_running_loop().create_future()
         self._last_turn = mine
+        holding = False  # a slot, from before the 'submitting' commit to Twilio's answer
         try:
-            await self.budget.acquire()
-            if before is not None:
-                await asyncio.shield(before)
-            if self._halted_until is not None:  # stopped while this send waited for its turn
-                await asyncio.to_thread(self._release, [message.job_id])
+            try:
+                await self.budget.acquire()
+                if before is not None:
+                    await asyncio.shield(before)
+                if slot is not None:
+                    # Taken before the commit, never after it: a job 'submitting' that waited
+                    # for a slot could outlive its submit lease and be reconciled and sent again.
+                    await slot.acquire()
+                    holding = True
+                if self._halted_until is not None:  # stopped while this send waited for its turn
+                    await asyncio.to_thread(self._release, [message.job_id])
+                    return None
+                submitting = self._writes.add(message.job_id)
+            finally:
+                if not mine.done():
+                    mine.set_result(None)
+            if not await self._submitted(message.job_id, submitting):
+                log.warning("claim lost before sending; another worker owns the job", job=message.job_id)
                 return None
-            submitting = self._writes.add(message.job_id)
+            return await self._call(message, report, twiml)
         finally:
-            if not mine.done():
-                mine.set_result(None)
-        if not await self._submitted(message.job_id, submitting):
-            log.warning("claim lost before sending; another worker owns the job", job=message.job_id)
-            return None
+            if holding:
+                assert slot is not None
+                slot.release()
+
+    async def _call(
+        self, message: OutboxMessage, report: PassReport, twiml: str | None
+    ) -> outbox.Accepted | DeliveryError | None:
+        """The create call, 'submitting' committed."""
+        settings = self.services.settings
         callback = status_callback_url(settings.public_base_url, message.job_id)
         twilio = self.services.twilio
         recipient = message.recipient or ""
-        if slot is not None:
-            try:
-                await slot.acquire()  # FIFO: the calls begin in the order of their 'submitting'
-            except asyncio.CancelledError:
-                await asyncio.shield(
-                    asyncio.to_thread(self._unsubmit, message.job_id, "stopped before the call")
-                )
-                raise
         try:
             if self._halted_until is not None:
                 # A concurrent send met a configuration error meanwhile: no call is made.
@@ -591,9 +602,6 @@ class Dispatcher:
             await asyncio.to_thread(self._unknown, message.job_id, f"{type(exc).__name__}: {exc}")
             report.unknown += 1
             return None
-        finally:
-            if slot is not None:
-                slot.release()
         return outbox.Accepted(message.job_id, sid, status)
 
     async def _submitted(self, job_id: str, future: asyncio.Future[set[str]]) -> bool:
