@@ -16,11 +16,38 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from server.store.columns import require_aware
-from server.store.db import upsert_statement
+from server.store.db import dialect_insert
 from server.store.tables import RecordSnapshot
 
 _SNAPSHOTS = RecordSnapshot.__table__  # type: ignore[attr-defined]
 _BATCH = 500
+_UPSERTS: dict[Any, Any] = {}  # the upsert statement per backend's INSERT construct, built once
+
+
+def _upsert(session: Session) -> Any:
+    """INSERT ... ON CONFLICT (company, entity, record) DO UPDATE ... WHERE not older, RETURNING.
+
+    Executed with the rows as parameters: compiled once and cached by SQLAlchemy, whatever the row
+    count (`.values(rows)` built and compiled a new statement, a bind per cell, on every call: 40%
+    of the fetcher's time in a burst). RETURNING lets SQLAlchemy's "insertmanyvalues" send the rows
+    as multi-row VALUES batches rather than one execution per row.
+    """
+    insert = dialect_insert(session)
+    stmt = _UPSERTS.get(insert)
+    if stmt is None:
+        base = insert(_SNAPSHOTS)
+        excluded = base.excluded
+        stmt = base.on_conflict_do_update(
+            index_elements=["company_id", "entity", "record_id"],
+            set_={name: excluded[name] for name in ("data", "etag", "last_modified", "seen_at")},
+            where=sa.or_(
+                _SNAPSHOTS.c.last_modified.is_(None),
+                excluded.last_modified.is_(None),
+                excluded.last_modified >= _SNAPSHOTS.c.last_modified,
+            ),
+        ).returning(_SNAPSHOTS.c.record_id)
+        _UPSERTS[insert] = stmt
+    return stmt
 
 
 @dataclass(frozen=True)
@@ -76,20 +103,11 @@ def put_snapshots(
         }
         for s in latest.values()
     ]
+    if not rows:
+        return
+    stmt = _upsert(session)
     for start in range(0, len(rows), _BATCH):
-        stmt = upsert_statement(
-            session,
-            _SNAPSHOTS,
-            rows[start : start + _BATCH],
-            conflict_columns=["company_id", "entity", "record_id"],
-            update_columns=["data", "etag", "last_modified", "seen_at"],
-            where=lambda excluded: sa.or_(
-                _SNAPSHOTS.c.last_modified.is_(None),
-                excluded.last_modified.is_(None),
-                excluded.last_modified >= _SNAPSHOTS.c.last_modified,
-            ),
-        )
-        session.execute(stmt)
+        session.execute(stmt, rows[start : start + _BATCH]).all()
 
 
 def delete_snapshots(session: Session, company_id: str, entity: str, record_ids: Iterable[str]) -> int:
