@@ -106,7 +106,7 @@ class DispatchPolicy:
     rate_limit_pause_seconds: float = 1.0  # budget pause after a 429 without Retry-After
     configuration_pause_seconds: float = 60.0  # stop sending after a configuration error
     max_budget_burst: float = 1.0
-    concurrency: int = 8  # create calls in flight at once, all within the send budget
+    concurrency: int = 32  # create calls in flight at once, all within the send budget
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatchPolicy:

@@ -128,9 +128,12 @@ class Settings(BaseSettings):
     business_timezone: str = "Europe/London"
     messages_per_second: float = Field(default=10.0, gt=0)
     send_concurrency: int = Field(
-        default=8,
+        default=32,
         ge=1,
         le=64,
+        # Each slot covers a send's 'submitting' commit and its create call (100-300 ms at Twilio),
+        # so the rate a dispatcher can reach is about slots / that time: 32 keeps a 100/s sender
+        # busy; the send budget, not this, paces the calls.
         description="Twilio create calls one dispatcher keeps in flight at once, all within "
         "messages_per_second (1: one at a time).",
     )
