@@ -232,11 +232,15 @@ class Dispatcher:
         # usually shares its transaction with an earlier send's SID.
         # A thread of its own: in asyncio's shared pool these writes queued behind the fetcher's
         # and the webhooks' work, and every send waits for its 'submitting' commit.
-        self._writes: GroupCommit[str | outbox.Accepted, set[str]] = GroupCommit(
-            self._write, ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatcher-writes")
-        )
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatcher-writes")
+        self._writes: GroupCommit[str | outbox.Accepted, set[str]] = GroupCommit(self._write, self._writer)
+        services.on_close(self.close)  # the thread ends with the service (or the test's services)
         self._last_turn: asyncio.Future[None] | None = None  # the latest send to take a turn
         self.last_pass = PassReport()
+
+    def close(self) -> None:
+        """End the writer thread once its last write is done (the worker loop has stopped)."""
+        self._writer.shutdown(wait=True)
 
     # ------------------------------------------------------------------ the pass
 

@@ -7,9 +7,11 @@ diagnostics `rules lint` prints) and applies database migrations before anything
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -53,6 +55,12 @@ class Services:
         self.instance_id = instance_id or new_instance_id()
         self.workers: dict[str, WorkerLoop] = {}
         self.workers_started = False
+        self._closers: list[Callable[[], None]] = []
+
+    def on_close(self, close: Callable[[], None]) -> None:
+        """Run `close` (blocking allowed: it runs in a thread) when the services close, before the
+        clients and the database: e.g. a dispatcher's writer thread."""
+        self._closers.append(close)
 
     def wake(self, worker: str) -> None:
         """Ask a running worker loop to run now (e.g. the fetcher after new inbox items)."""
@@ -61,6 +69,9 @@ class Services:
             loop.wake()
 
     async def aclose(self) -> None:
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            await asyncio.to_thread(close)
         await self.bc.aclose()
         await self.twilio.aclose()
         self.db.dispose()

@@ -24,7 +24,17 @@ from server.twilio.client import RetryPolicy, TwilioClient, TwilioClientConfig
 from server.twilio.errors import DeliveryError
 from server.twilio.models import SendResult
 
-from .conftest import accepted_bodies, creates, events, insert, make_dispatcher, message, row, statuses
+from .conftest import (
+    accepted_bodies,
+    creates,
+    events,
+    insert,
+    make_dispatcher,
+    message,
+    open_stack,
+    row,
+    statuses,
+)
 
 SLOW_ANSWER = 0.2  # seconds the simulator holds each answer: long enough for the sends to overlap
 
@@ -305,3 +315,24 @@ async def test_a_pass_claims_the_next_batch_while_sending_until_nothing_is_due(s
     assert Counter(accepted_bodies(stack)) == Counter({body(n): 1 for n in range(21)})
     assert statuses(stack) == {"queued": 21}
     assert await dispatcher.run_once() == 0  # nothing left
+
+
+async def test_writer_threads_end_with_the_services(sqlite_url: str, clock: ManualClock) -> None:
+    """Each dispatcher's writer thread ends when the services close: a process (or a test) that
+    builds many dispatchers does not keep a thread per dispatcher."""
+
+    def writers() -> int:
+        return sum(1 for t in threading.enumerate() if t.name.startswith("dispatcher-writes"))
+
+    before = writers()
+    stack = await open_stack(sqlite_url, clock)
+    try:
+        dispatchers = [make_dispatcher(stack) for _ in range(3)]
+        for n, dispatcher in enumerate(dispatchers):
+            insert(stack, row(n, to=f"+4477008{n:05d}"))
+            assert await dispatcher.run_once() == 1  # a send: the dispatcher's writer thread runs
+        assert writers() == before + 3
+        assert statuses(stack) == {"queued": 3}
+    finally:
+        await stack.stop()
+    assert writers() == before
