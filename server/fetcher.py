@@ -49,6 +49,7 @@ JOURNALS = "customerPaymentJournals"
 LINE_EVENTS = ("poll", "updated")  # a journal line read on notice is a targeted poll of that journal
 LINE_FIRST_EVENTS = ("poll", "created")
 WATERMARK_OVERLAP = timedelta(minutes=2)  # BC's 50 ms margin and clock skew can repeat rows
+FIRST_CHUNK = 50  # records stored before the rest of a batch is read: the first sends start early
 
 
 def journal_watermark_entity(journal_id: str) -> str:
@@ -117,6 +118,12 @@ class Fetcher:
         expand = sorted(ruleset.expansions(batch.entity))
         found: set[str] = set()
         if fetch_ids:
+            # Stored as they come, a small chunk first then chunk_size at a time: the first messages
+            # reach the outbox (and the dispatcher) while the rest are still being read, rather than
+            # all at the end of a large batch. Each chunk is stored as one transaction (outbox rows
+            # with their snapshots); the inbox items are marked done with the last one, so a crash
+            # in between re-reads the batch and the stored snapshots keep it from planning twice.
+            flush_at = min(FIRST_CHUNK, self.chunk_size)
             async for record in self.services.bc.iter_by_ids(
                 entity, batch.company_id, fetch_ids, expand=expand or None
             ):
@@ -125,6 +132,10 @@ class Fetcher:
                 found.add(record.id.lower())
                 event = "created" if record.id.lower() in created else "updated"
                 changes.append(change_from_record(record, (event,)))
+                if len(changes) >= flush_at:
+                    crash_point("fetch.records_fetched")
+                    await self._store(batch.company_id, batch.entity, changes, finish_ids=())
+                    changes, flush_at = [], self.chunk_size
         for missing in fetch_ids:
             if missing.lower() not in found:
                 # Deleted between the change and our fetch: BC will also send `deleted` (or has).
