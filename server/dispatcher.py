@@ -76,8 +76,15 @@ from server.twilio.errors import (
 from server.twilio.twiml import say_twiml
 from server.webhooks_twilio import STATUS_PATH, sender_key
 
-# What `drain` waits for: jobs still to be sent or whose send is under way.
-DRAIN_PENDING = (MessageStatus.PLANNED, MessageStatus.HELD, MessageStatus.SUBMITTING)
+# What `drain` waits for: jobs still to be sent, whose send is under way, or whose send's outcome
+# is unknown (a timeout after the request went out): reconciliation finds those at Twilio or puts
+# them back to be sent, so the queue is not drained before it has.
+DRAIN_PENDING = (
+    MessageStatus.PLANNED,
+    MessageStatus.HELD,
+    MessageStatus.SUBMITTING,
+    MessageStatus.UNKNOWN,
+)
 
 log = get_logger("ml_connector.dispatcher")
 
@@ -245,7 +252,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ the pass
 
     async def drain(self, *, within: float, idle: float = 0.01) -> tuple[int, int]:
-        """Pass after pass until no job is left to send (planned, held, submitting) anywhere: for
+        """Pass after pass until no job is left to send (DRAIN_PENDING) anywhere: for
         batch runs (several processes sharing one queue) and tests. Returns (sent, passes);
         TimeoutError when jobs are still pending after `within` seconds."""
         loop = asyncio.get_running_loop()

@@ -104,3 +104,32 @@ async def test_drain_sends_everything_then_gives_up_on_a_job_held_past_its_deadl
     with pytest.raises(TimeoutError, match="jobs still pending after 0 s"):
         await dispatcher.drain(within=0.3)
     assert len(creates(stack)) == 2  # a held job is waited for, never sent early
+
+
+async def test_drain_waits_for_an_unknown_send_to_be_reconciled_then_sends_it_once(stack: Stack) -> None:
+    """A send whose outcome is unknown is still pending: drained only once reconciliation has
+    looked at Twilio (nothing there) and the job has been sent."""
+    from datetime import timedelta
+
+    import pytest
+
+    from server.store import outbox
+    from server.store.db import session_scope
+
+    (job,) = insert(stack, row(1))
+    now = stack.clock.now()
+    with session_scope(stack.services.db) as session:
+        outbox.claim_due(session, "gone", now=now, limit=1, lease_seconds=60)
+    with session_scope(stack.services.db) as session:
+        assert outbox.mark_submitting(session, job, "gone", now=now, lease_seconds=60)
+    with session_scope(stack.services.db) as session:
+        assert outbox.mark_unknown(session, job, now=now, detail="read timeout")
+    dispatcher = make_dispatcher(stack)
+    with pytest.raises(TimeoutError, match="jobs still pending"):
+        await dispatcher.drain(within=0.3)  # within the reconcile grace: not drained, not sent
+    assert creates(stack) == [] and message(stack, job).status == "unknown"
+
+    stack.clock.advance(timedelta(seconds=121))  # past the grace: Twilio's list holds nothing
+    sent, _passes = await dispatcher.drain(within=30)
+    assert sent == 1 and len(creates(stack)) == 1
+    assert message(stack, job).status == "queued"
