@@ -152,6 +152,10 @@ class TwilioClient:
                 pool=config.connect_timeout,
             ),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            # Room to keep every connection of a full dispatcher (send_concurrency <= 64) alive:
+            # past max_keepalive_connections (httpx: 20) idle connections are closed, and the next
+            # burst would open them again, with a TLS handshake each at the real Twilio.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=64),
         )
         self._sleep = sleep
         self._rng = rng or random.SystemRandom()
