@@ -267,6 +267,18 @@ class World:
             return False
         return all(r["status"] in FINAL for r in rows)
 
+    async def why_unsettled(self, want: Counter[tuple[str, str]]) -> str:
+        """What `settled` still waits for, for a failure message."""
+        held = self.twilio_messages()
+        missing = [key for key in want if key not in held]
+        rows = await self.audit()
+        open_rows = Counter(str(r["status"]) for r in rows if r["status"] not in FINAL)
+        return (
+            f"healthy={await self.connector.healthy()}, {len(missing)} of {len(want)} wanted messages "
+            f"not at Twilio (e.g. {missing[:3]}), {len(rows)} audit rows for {sum(want.values())} "
+            f"wanted, not final: {dict(open_rows)}"
+        )
+
     def secrets(self) -> dict[str, str]:
         found = {
             "api token": self.api_token,
