@@ -51,6 +51,7 @@ from enum import StrEnum
 from typing import Generic, TypeVar
 from urllib.parse import quote
 
+from server.clock import monotonic
 from server.logs import get_logger
 from server.metrics import observe_send
 from server.ratelimit import SendBudget, backoff_delay
@@ -67,6 +68,7 @@ from server.store.tables import OutboxMessage
 from server.twilio.errors import (
     ConfigurationError,
     DeliveryError,
+    NotSentError,
     OptedOutError,
     OutcomeUnknownError,
     PermanentRecipientError,
@@ -555,6 +557,8 @@ class Dispatcher:
                 if self._halted_until is not None:  # stopped while this send waited for its turn
                     await asyncio.to_thread(self._release, [message.job_id])
                     return None
+                # The submit lease runs from the commit of 'submitting', which is after this.
+                deadline = monotonic() + self._call_window()
                 submitting = self._writes.add(message.job_id)
             finally:
                 if not mine.done():
@@ -562,16 +566,26 @@ class Dispatcher:
             if not await self._submitted(message.job_id, submitting):
                 log.warning("claim lost before sending; another worker owns the job", job=message.job_id)
                 return None
-            return await self._call(message, report, twiml)
+            return await self._call(message, report, twiml, deadline)
         finally:
             if holding:
                 assert slot is not None
                 slot.release()
 
+    def _call_window(self) -> float:
+        """Seconds after 'submitting' in which a create attempt may still begin. Past the submit
+        lease the job is taken for crashed, reconciled and, found nowhere at Twilio, sent again: an
+        attempt must end before then, so none begins later than the lease less the longest an
+        attempt can take (the client's timeouts; at most half the lease)."""
+        lease = self.policy.submit_seconds
+        config = self.services.twilio.config
+        longest = config.connect_timeout + config.write_timeout + config.read_timeout
+        return lease - min(longest, lease / 2)
+
     async def _call(
-        self, message: OutboxMessage, report: PassReport, twiml: str | None
+        self, message: OutboxMessage, report: PassReport, twiml: str | None, deadline: float
     ) -> outbox.Accepted | DeliveryError | None:
-        """The create call, 'submitting' committed."""
+        """The create call, 'submitting' committed; no attempt begins after `deadline`."""
         settings = self.services.settings
         callback = status_callback_url(settings.public_base_url, message.job_id)
         twilio = self.services.twilio
@@ -590,6 +604,7 @@ class Dispatcher:
                     twiml=twiml,
                     status_callback=callback,
                     status_callback_events=CALL_EVENTS,
+                    deadline=deadline,
                 )
                 sid, status = call.sid, call.status
             else:
@@ -601,11 +616,16 @@ class Dispatcher:
                     if settings.twilio.from_number
                     else (settings.twilio.messaging_service_sid or None),
                     status_callback=callback,
+                    deadline=deadline,
                 )
                 sid, status = sms.sid, sms.status
         except asyncio.CancelledError:
             await asyncio.shield(asyncio.to_thread(self._unknown, message.job_id, "cancelled mid-call"))
             raise
+        except NotSentError as exc:  # e.g. a 429 pause outlasted the window: back in the queue
+            log.warning("send not attempted in time; requeued", job=message.job_id, error=str(exc))
+            await asyncio.to_thread(self._unsubmit, message.job_id, str(exc))
+            return None
         except DeliveryError as exc:
             return exc
         except Exception as exc:  # after "submitting", any surprise means "maybe sent"

@@ -35,11 +35,12 @@ from urllib.parse import quote, urljoin
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from server.clock import Clock, SystemClock
+from server.clock import Clock, SystemClock, monotonic
 from server.crashpoints import crash_point
 from server.twilio.errors import (
     DeliveryError,
     InvalidRequestError,
+    NotSentError,
     OutcomeUnknownError,
     RetryableError,
     error_from_response,
@@ -187,8 +188,11 @@ class TwilioClient:
         messaging_service_sid: str | None = None,
         status_callback: str | None = None,
         validity_period: int | None = None,
+        deadline: float | None = None,
     ) -> SendResult:
-        """Create a Message. Raises a DeliveryError subclass; OutcomeUnknownError means reconcile, not resend."""
+        """Create a Message. Raises a DeliveryError subclass; OutcomeUnknownError means reconcile, not
+        resend. No attempt (retries included) begins at or after `deadline` (monotonic seconds):
+        NotSentError then."""
         if not (from_ or messaging_service_sid):
             raise ValueError("send_sms needs from_ or messaging_service_sid")
         form: FormData = {"To": to, "Body": body}
@@ -200,7 +204,9 @@ class TwilioClient:
             form["StatusCallback"] = status_callback
         if validity_period is not None:
             form["ValidityPeriod"] = str(validity_period)
-        data = await self._request("send_sms", "POST", self._messages_url, form=form, idempotent=False)
+        data = await self._request(
+            "send_sms", "POST", self._messages_url, form=form, idempotent=False, deadline=deadline
+        )
         result = SendResult.model_validate(data)
         crash_point("dispatch.accepted")  # Twilio holds the message; nobody has recorded its SID
         return result
@@ -251,9 +257,10 @@ class TwilioClient:
         status_callback: str | None = None,
         status_callback_events: Sequence[str] = (),
         ring_timeout: int | None = None,
+        deadline: float | None = None,
     ) -> CallRecord:
         """Create a Call with inline TwiML or a TwiML URL (if both were sent Twilio ignores Twiml, so
-        exactly one is required here)."""
+        exactly one is required here). `deadline` as for send_sms."""
         if (twiml is None) == (url is None):
             raise ValueError("place_call needs exactly one of twiml or url")
         unknown = set(status_callback_events) - CALL_EVENTS
@@ -271,7 +278,12 @@ class TwilioClient:
         if ring_timeout is not None:
             form["Timeout"] = str(ring_timeout)  # seconds to ring, default 60, max 600
         data = await self._request(
-            "place_call", "POST", f"{self._api}{self._account_path}/Calls.json", form=form, idempotent=False
+            "place_call",
+            "POST",
+            f"{self._api}{self._account_path}/Calls.json",
+            form=form,
+            idempotent=False,
+            deadline=deadline,
         )
         return CallRecord.model_validate(data)
 
@@ -412,6 +424,7 @@ class TwilioClient:
         form: FormData | None = None,
         params: dict[str, str] | None = None,
         idempotent: bool | None = None,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         if idempotent is None:
             idempotent = method == "GET"
@@ -419,6 +432,12 @@ class TwilioClient:
         while True:
             attempt += 1
             error: DeliveryError
+            if deadline is not None and monotonic() >= deadline:
+                # Every earlier attempt was refused unprocessed (429, 5xx, no connection): nothing exists.
+                raise NotSentError(
+                    f"the send's time ran out before attempt {attempt}; nothing was accepted",
+                    operation=operation,
+                )
             try:
                 response = await self._http.request(method, url, data=form, params=params, auth=self._auth)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -458,6 +477,8 @@ class TwilioClient:
             delay = self._backoff(attempt, retry_after_value)
             if delay is None:
                 raise error
+            if deadline is not None and monotonic() + delay >= deadline:
+                raise error  # the retry could not begin in time: the caller retries the job later
             await self._sleep(delay)
 
     @staticmethod

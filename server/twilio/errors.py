@@ -66,6 +66,11 @@ class RateLimitedError(RetryableError):
     """429: 'a 429'd request was not processed and is safe to retry after backing off' (20429 page)."""
 
 
+class NotSentError(DeliveryError):
+    """The caller's deadline came before an attempt could be made: nothing was accepted (every
+    earlier attempt, if any, was refused in a way that means 'not processed'), nothing more will be."""
+
+
 class OutcomeUnknownError(DeliveryError):
     """The request was sent but no complete answer arrived (read timeout, dropped connection).
 

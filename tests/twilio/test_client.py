@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from server.clock import ManualClock
+from server.clock import ManualClock, monotonic
 from server.sandbox.twilio import TwilioSimulator
 from server.twilio.client import RetryPolicy, TwilioClient
 from server.twilio.errors import (
@@ -16,6 +16,7 @@ from server.twilio.errors import (
     ErrorKind,
     InvalidRequestError,
     NotFoundError,
+    NotSentError,
     OptedOutError,
     OutcomeUnknownError,
     PermanentRecipientError,
@@ -164,6 +165,31 @@ async def test_a_storm_longer_than_the_budget_raises_rate_limited(sim: TwilioSim
             await client.send_sms(TO, "hello", from_=sim.from_number)
     assert _posts(sim) == 4  # max_attempts in make_config
     assert sim.messages() == []
+
+
+async def test_no_create_begins_after_the_callers_deadline(sim: TwilioSimulator) -> None:
+    """The dispatcher's submit lease: past it the job may be reconciled and sent by another worker."""
+    async with client_with(sim) as client:
+        with pytest.raises(NotSentError, match="nothing was accepted"):
+            await client.send_sms(TO, "hello", from_=sim.from_number, deadline=monotonic() - 0.001)
+        with pytest.raises(NotSentError):
+            await client.place_call(TO, from_=sim.from_number, twiml=say_twiml("hi"), deadline=monotonic())
+    assert _posts(sim) == 0 and _posts(sim, "/Calls.json") == 0 and sim.messages() == []
+
+
+async def test_a_retry_that_could_not_begin_before_the_deadline_is_not_made(sim: TwilioSimulator) -> None:
+    sim.fail_next(1, status=429, retry_after=5)  # within the policy, beyond the caller's time
+    sleep = RecordingSleep()
+    policy = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05, max_retry_after=30)
+    async with client_with(sim, sleep, retry=policy) as client:
+        with pytest.raises(RateLimitedError) as caught:
+            await client.send_sms(TO, "hello", from_=sim.from_number, deadline=monotonic() + 2)
+        assert caught.value.retry_after == 5
+        assert sleep.delays == [] and _posts(sim) == 1
+        # With time enough, the same 429 is ridden out in-line.
+        sim.fail_next(1, status=429, retry_after=0.2)
+        await client.send_sms(TO, "hello", from_=sim.from_number, deadline=monotonic() + 60)
+    assert len(sleep.delays) == 1 and _posts(sim) == 3 and len(sim.messages()) == 1
 
 
 async def test_server_errors_are_retried_until_accepted(sim: TwilioSimulator) -> None:
