@@ -263,11 +263,11 @@ def run(params: Params, runs: int) -> Section:
         unknown = [r["unknown"] for r in results]
         if any(unknown):
             section.notes.append(
-                f"{processes} processes: sends whose outcome was unknown (reconciled before the queue "
+                f"{processes} process{'es' if processes > 1 else ''}: sends whose outcome was unknown (reconciled before the queue "
                 f"counted as drained), per run: {', '.join(map(str, unknown))}."
             )
         section.notes.extend(
-            f"{processes} processes, run {n}: not exactly once: {r['diagnosis']}"
+            f"{processes} process{'es' if processes > 1 else ''}, run {n}: not exactly once: {r['diagnosis']}"
             for n, r in enumerate(results, 1)
             if not r["exactly_once"]
         )
