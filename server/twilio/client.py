@@ -156,7 +156,10 @@ class TwilioClient:
             # Room to keep every connection of a full dispatcher (send_concurrency <= 64) alive:
             # past max_keepalive_connections (httpx: 20) idle connections are closed, and the next
             # burst would open them again, with a TLS handshake each at the real Twilio.
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=64),
+            # keepalive_expiry under the usual 5 s idle timeout of servers (uvicorn's among them):
+            # a connection the server has just closed, reused for a create, fails as a ReadError
+            # after the request went out, an outcome we cannot know ('unknown', reconciled).
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=64, keepalive_expiry=4.0),
         )
         self._sleep = sleep
         self._rng = rng or random.SystemRandom()
