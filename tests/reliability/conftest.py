@@ -267,6 +267,16 @@ class World:
             return False
         return all(r["status"] in FINAL for r in rows)
 
+    async def wait_settled(
+        self, want: Counter[tuple[str, str]], *, within: float, what: str, context: str = ""
+    ) -> None:
+        """`settled`, or an AssertionError that says what it still waits for."""
+        try:
+            await eventually(lambda: self.settled(want), within=within, step=0.5, what=what)
+        except AssertionError as exc:
+            where = f" ({context})" if context else ""
+            raise AssertionError(f"{exc}{where}: {await self.why_unsettled(want)}") from None
+
     async def why_unsettled(self, want: Counter[tuple[str, str]]) -> str:
         """What `settled` still waits for, for a failure message."""
         held = self.twilio_messages()

@@ -66,7 +66,7 @@ async def test_crash_at_every_point_of_the_message_path(world: World, database_u
     world.connector.start()
     await world.connector.wait_healthy()
     want = world.expected()
-    await eventually(lambda: world.settled(want), within=120, what="all messages sent and final")
+    await world.wait_settled(want, within=120, what="all messages sent and final")
     await world.check_invariants(want)
     held = world.twilio_messages()
     for point, numbers in bursts.items():
@@ -203,7 +203,7 @@ async def test_crash_during_a_subscription_renewal(world: World, point: str, dat
     # And notifications on those subscriptions still become messages, once each.
     world.create_customers(BURST)
     want = world.expected()
-    await eventually(lambda: world.settled(want), within=90, what="all messages sent and final")
+    await world.wait_settled(want, within=90, what="all messages sent and final")
     figures = await world.check_invariants(want)
     backend = backend_of(database_url)
     write_figures(f"crash-{point}-{backend}", {"point": point, "backend": backend, "exit": code, **figures})

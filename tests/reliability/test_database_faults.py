@@ -61,7 +61,7 @@ async def test_postgres_restarted_mid_run(private_postgres: PrivateCluster, tmp_
 
         await eventually(recovered, within=60, what="/ready recovers")
         want = world.expected()
-        await eventually(lambda: world.settled(want), within=120, step=0.5, what="settled after the outage")
+        await world.wait_settled(want, within=120, what="settled after the outage")
         figures = await world.check_invariants(want)
         write_figures("db-postgres-restart", {"fault": "postgres restarted", **figures})
 
@@ -92,6 +92,6 @@ async def test_sqlite_locked_by_another_writer(tmp_path: Path) -> None:
 
         await eventually(recovered, within=60, what="/ready recovers")
         want = world.expected()
-        await eventually(lambda: world.settled(want), within=120, step=0.5, what="settled after the lock")
+        await world.wait_settled(want, within=120, what="settled after the lock")
         figures = await world.check_invariants(want)
         write_figures("db-sqlite-locked", {"fault": "sqlite write lock held", **figures})

@@ -76,7 +76,7 @@ async def test_twilio_and_bc_faults_during_bursts(world: World, database_url: st
     assert response.status_code == 200
 
     want = world.expected()
-    await eventually(lambda: world.settled(want), within=120, step=0.5, what="settled after the faults")
+    await world.wait_settled(want, within=120, what="settled after the faults")
     figures = await world.check_invariants(want)
     assert not [m for m in twilio.messages() if "GHOST" in m["body"]]
     backend = backend_of(database_url)

@@ -48,10 +48,7 @@ async def test_random_sigkills_during_a_burst(world: World, database_url: str) -
     world.create_customers(RECORDS - made, start=made)
 
     want = world.expected()
-    try:
-        await eventually(lambda: world.settled(want), within=150 * SOAK, step=0.5, what="burst settled")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc} (seed {seed}): {await world.why_unsettled(want)}") from None
+    await world.wait_settled(want, within=150 * SOAK, what="burst settled", context=f"seed {seed}")
     figures = await world.check_invariants(want)
     assert len(connector.exits) == KILLS and all(code == -9 for code in connector.exits)
     assert world.assert_no_secrets_at_rest() > 0
