@@ -390,6 +390,11 @@ async def one_run(params: Params, log: IO[bytes]) -> dict[str, Any]:
     ]
     planned_at.sort()
     submitting_at.sort()
+    # The send rate while notifications are still being turned into messages, and after: tells a
+    # dispatcher that cannot keep the pace from one starved by the ingest and planning beside it.
+    last_planned = planned_at[-1] if planned_at else float("nan")
+    during = [t for t in times if t <= last_planned]
+    after = [t for t in times if t > last_planned]
     return {
         "notifications": len(items),
         "posts": len(batches),
@@ -401,8 +406,11 @@ async def one_run(params: Params, log: IO[bytes]) -> dict[str, Any]:
         "end_to_end": (times[-1] - began) if times else float("nan"),
         "p50": percentile(latencies, 50) if latencies else float("nan"),
         "p99": percentile(latencies, 99) if latencies else float("nan"),
-        "rate": (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan"),
+        "rate": phase_rate(times),
+        "rate_while_planning": phase_rate(during),
+        "rate_after_planning": phase_rate(after),
         "idle_gaps": sum(1 for g in gaps if g > IDLE_GAP_SECONDS),
+        "idle_gaps_after_planning": sum(1 for a, b in itertools.pairwise(after) if b - a > IDLE_GAP_SECONDS),
         "max_gap": max(gaps) if gaps else 0.0,
         "http_429": sum(1 for r in creates if r.status == 429),
         # stages, seconds after the first POST
@@ -416,6 +424,11 @@ async def one_run(params: Params, log: IO[bytes]) -> dict[str, Any]:
         "failed": failed,
         "unsent": params.customers - len(times),
     }
+
+
+def phase_rate(times: list[float]) -> float:
+    """Acceptances per second over a sorted run of acceptance times."""
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
 
 
 def run(params: Params, runs: int) -> Section:
@@ -453,7 +466,24 @@ def run(params: Params, runs: int) -> Section:
     section.add("latency p50", "s", [r["p50"] for r in results], digits=2)
     section.add("latency p99", "s", [r["p99"] for r in results], digits=2)
     section.add("sustained send rate", "messages/s", [r["rate"] for r in results], digits=1)
+    section.add(
+        "send rate while messages are still planned",
+        "messages/s",
+        [r["rate_while_planning"] for r in results],
+        digits=1,
+    )
+    section.add(
+        "send rate after the last message is planned",
+        "messages/s",
+        [r["rate_after_planning"] for r in results],
+        digits=1,
+    )
     section.add("idle gaps", "gaps", [r["idle_gaps"] for r in results])
+    section.add(
+        "idle gaps after the last message is planned",
+        "gaps",
+        [r["idle_gaps_after_planning"] for r in results],
+    )
     section.add("longest gap between acceptances", "s", [r["max_gap"] for r in results], digits=3)
     section.add("429 answers from Twilio", "responses", [r["http_429"] for r in results])
     section.add("POSTing all notifications", "s", [r["post_seconds"] for r in results], digits=2)
