@@ -362,9 +362,18 @@ class Dispatcher:
 
     async def _send_all(self, batch: Sequence[OutboxMessage], report: PassReport) -> None:
         waiting = deque(batch)  # claimed, not handed to a send yet: given back if we stop
+        recording: asyncio.Task[None] | None = None  # the probe's SID write
         try:
             if waiting and self._probe and self._halted_until is None:
-                await self.send(waiting.popleft(), report)
+                probe = waiting.popleft()
+                answer = await self._create(probe, report, None)
+                if isinstance(answer, outbox.Accepted):
+                    # Twilio took it, so the configuration works: the others start now and the
+                    # probe's SID is written beside their first 'submitting' (one commit less
+                    # before the burst flows; a pause at its start otherwise).
+                    recording = asyncio.ensure_future(self._answered(probe, answer, report))
+                else:
+                    await self._answered(probe, answer, report)
                 self._probe = self._halted_until is not None
             if self._halted_until is None:
                 await self._send_concurrently(waiting, report)
@@ -372,6 +381,8 @@ class Dispatcher:
             # Halted, failed or cancelled (shutdown): give the unsent claims back at once.
             if waiting:
                 await asyncio.shield(asyncio.to_thread(self._release, [m.job_id for m in waiting]))
+            if recording is not None:
+                await asyncio.shield(recording)
 
     async def _send_concurrently(self, waiting: deque[OutboxMessage], report: PassReport) -> None:
         """Up to policy.concurrency create calls at once, begun in claim order, until no job is due.
@@ -495,6 +506,12 @@ class Dispatcher:
         finally:
             if under_way is not None:
                 under_way.release()
+        await self._answered(message, answer, report)
+
+    async def _answered(
+        self, message: OutboxMessage, answer: outbox.Accepted | DeliveryError | None, report: PassReport
+    ) -> None:
+        """Twilio's answer recorded: the SID of an accepted message, or the error handled."""
         if isinstance(answer, DeliveryError):
             await self._on_error(message, answer, report)
         elif answer is not None:
