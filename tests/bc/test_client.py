@@ -161,6 +161,34 @@ async def test_get_many_by_ids_in_as_few_requests_as_the_url_allows(sim: BCSimul
         assert len(str(httpx.URL(base, params={"$filter": longer}))) > 1000
 
 
+@pytest.mark.parametrize("limit", [256, 700, 2048])
+async def test_id_groups_with_select_and_expand_fill_the_url_exactly(sim: BCSimulator, limit: int) -> None:
+    # The packing adds each id's encoded length instead of rebuilding the URL: the URL that is
+    # finally built must agree with that count, whatever else the query carries.
+    company = sim.companies[0]
+    ids = [f"{n:08x}-0000-4000-8000-{n:012x}" for n in range(1, 301)]
+    options: dict[str, Any] = {
+        "select": ["id", "number", "displayName"],
+        "expand": ["customerFinancialDetails"],
+    }
+    async with BCClient(sim.client_config(max_url_length=limit)) as client:
+        groups = client.split_ids(CUSTOMERS, company, ids, **options)
+        base = client.url(CUSTOMERS.collection_path(company))
+
+    def url_length(group: list[str]) -> int:
+        query = {
+            "$filter": " or ".join(f"id eq {i}" for i in group),
+            "$select": ",".join(options["select"]),
+            "$expand": ",".join(options["expand"]),
+        }
+        return len(str(httpx.URL(base, params=query)))
+
+    assert [i for g in groups for i in g] == ids  # every id once, in order
+    assert all(url_length(g) <= limit or len(g) == 1 for g in groups)
+    for group, following in itertools.pairwise(groups):
+        assert url_length([*group, following[0]]) > limit
+
+
 async def test_watermark_polling_returns_only_changes_since(
     sim: BCSimulator, client: BCClient, company: str, clock: ManualClock
 ) -> None:
