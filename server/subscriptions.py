@@ -17,6 +17,7 @@ One pass (under a store lease, so only one instance acts at a time):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -318,10 +319,12 @@ class SubscriptionManager:
                 if record.id:
                     chunk.append(change_from_record(record, ()))  # no events: snapshot only
                 if len(chunk) >= PRIME_CHUNK:
-                    self._store_snapshots(company_id, entity, chunk)
+                    # Off the event loop: evaluating and storing a chunk takes tens of ms, long
+                    # enough to stall the sends and webhooks the same loop serves.
+                    await asyncio.to_thread(self._store_snapshots, company_id, entity, chunk)
                     chunk = []
             if chunk:
-                self._store_snapshots(company_id, entity, chunk)
+                await asyncio.to_thread(self._store_snapshots, company_id, entity, chunk)
         except BCError as exc:
             log.warning("snapshots not primed", entity=entity, company=company_id, error=str(exc))
 
