@@ -51,17 +51,25 @@ def create_app(
 ) -> Litestar:
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
-        if start_workers:
-            from server.runtime import start_workers as start
-            from server.runtime import stop_workers as stop
+        from server.looplag import LoopLagMonitor
+        from server.metrics import observe_loop_lag
 
-            await start(services)
-            try:
+        lag = LoopLagMonitor(lambda seconds: observe_loop_lag(services, seconds))
+        lag.start()
+        try:
+            if start_workers:
+                from server.runtime import start_workers as start
+                from server.runtime import stop_workers as stop
+
+                await start(services)
+                try:
+                    yield
+                finally:
+                    await stop(services)
+            else:
                 yield
-            finally:
-                await stop(services)
-        else:
-            yield
+        finally:
+            await lag.stop()
 
     def provide_services() -> Services:
         return services

@@ -6,6 +6,7 @@ the module that does the work):
     mlc_bc_records_fetched_total{entity}                 fetcher
     mlc_bc_requests_total{method,status}                 bc.client (status "error" = no response)
     mlc_send_latency_seconds{channel}                    dispatcher: rule fired -> Twilio accepted
+    mlc_event_loop_lag_seconds                           looplag: how late the event loop woke
 Read from the database at scrape time (so they agree across instances sharing one database):
     mlc_rules_fired_total{rule}          outbox rows each rule planned (sent, skipped or otherwise)
     mlc_messages{status}                 outbox messages in each status
@@ -60,6 +61,9 @@ SEND_LATENCY_BUCKETS = (
     4 * 3600.0,
     12 * 3600.0,
 )
+
+# A healthy loop wakes within a few ms; 0.05 s and more is a stall the sends and webhooks feel.
+LOOP_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class StoreCollector(Collector):
@@ -172,6 +176,12 @@ class ConnectorMetrics:
             buckets=SEND_LATENCY_BUCKETS,
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "mlc_event_loop_lag_seconds",
+            "How much later than asked this process's event loop woke (sampled every 20 ms)",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
         r.register(StoreCollector(services))
 
     def render(self) -> bytes:
@@ -233,6 +243,12 @@ def observe_send(services: Services, channel: str, planned_at: datetime) -> None
     if metrics is not None:
         seconds = (services.clock.now() - planned_at).total_seconds()
         metrics.send_latency.labels(channel=channel).observe(max(0.0, seconds))
+
+
+def observe_loop_lag(services: Services, seconds: float) -> None:
+    metrics = _for(services)
+    if metrics is not None:
+        metrics.loop_lag.observe(seconds)
 
 
 @get("/metrics", guards=[make_bearer_guard_for_app()], sync_to_thread=True, include_in_schema=False)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -12,6 +14,7 @@ import pytest
 
 from server.clock import ManualClock
 from server.logs import configure_logging
+from server.looplag import LoopLagMonitor
 from server.sandbox.stack import Stack
 from server.store.db import session_scope
 from server.store.outbox import insert_planned
@@ -71,6 +74,32 @@ async def test_metrics_from_the_store_and_the_workers(
     text = (await http.get("/metrics", headers=headers)).text
     assert sample(text, "mlc_send_latency_seconds_count", channel="sms") == 1.0
     assert sample(text, "mlc_queue_depth", queue="outbox_due") == 0.0
+
+
+async def test_the_served_app_measures_its_event_loop_lag(stack: Stack, http: httpx.AsyncClient) -> None:
+    headers = {"Authorization": f"Bearer {stack.api_token}"}
+    first = sample((await http.get("/metrics", headers=headers)).text, "mlc_event_loop_lag_seconds_count")
+    await asyncio.sleep(0.2)  # ten intervals of the monitor
+    later = sample((await http.get("/metrics", headers=headers)).text, "mlc_event_loop_lag_seconds_count")
+    assert first is not None and later is not None and later > first
+
+
+async def test_a_stalled_event_loop_is_measured_and_logged(log_stream: io.StringIO) -> None:
+    seen: list[float] = []
+    monitor = LoopLagMonitor(seen.append, interval=0.01, warn_after=0.2)
+    monitor.start()
+    await asyncio.sleep(0.05)  # a few healthy wake-ups first
+    healthy = len(seen)
+    time.sleep(0.3)  # noqa: ASYNC251 - the stall under test: blocks the loop the monitor runs on
+    await asyncio.sleep(0.05)
+    await monitor.stop()
+    assert healthy >= 1
+    assert max(seen) >= 0.25 and monitor.longest == max(seen)
+    stalls = [json.loads(line) for line in log_stream.getvalue().splitlines() if "event loop stalled" in line]
+    assert len(stalls) == 1 and stalls[0]["seconds"] >= 0.25
+    count = len(seen)
+    await asyncio.sleep(0.05)
+    assert len(seen) == count  # stopped: no more measurements
 
 
 async def test_each_request_has_an_id_in_its_logs(
