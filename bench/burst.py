@@ -292,6 +292,7 @@ async def one_run(params: Params, log: IO[bytes]) -> dict[str, Any]:
             gc.collect()
             gc.freeze()
             cleanup.callback(gc.unfreeze)
+            lag_before = await loop_lag(url, api_token)
             began = time.time()
             async with httpx.AsyncClient(timeout=30) as client:
                 await asyncio.gather(*(post(client) for _ in range(CONCURRENCY)))
@@ -313,6 +314,7 @@ async def one_run(params: Params, log: IO[bytes]) -> dict[str, Any]:
                 if await asyncio.to_thread(count_sent) >= params.customers:
                     break
                 await asyncio.sleep(0.25)
+            lag_after = await loop_lag(url, api_token)
             with read_scope(services.db) as session:
                 sent: list[tuple[str | None, str | None, str]] = [
                     (record_id, sid, status)
@@ -439,6 +441,29 @@ async def one_run(params: Params, log: IO[bytes]) -> dict[str, Any]:
         "accept_to_record_p50": percentile(to_record, 50) if to_record else float("nan"),
         "failed": failed,
         "unsent": params.customers - len(times),
+        # the connector's own event loop during the burst (its mlc_event_loop_lag_seconds histogram)
+        "loop_stalls_50ms": lag_after[0.05] - lag_before[0.05],
+        "loop_stalls_100ms": lag_after[0.1] - lag_before[0.1],
+    }
+
+
+async def loop_lag(url: str, api_token: str) -> dict[float, float]:
+    """How many of the connector's event-loop wake-ups so far came more than 50 / 100 ms late."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.get(f"{url}/metrics", headers={"Authorization": f"Bearer {api_token}"})
+    response.raise_for_status()
+    samples = {
+        (s.name, s.labels.get("le", "")): s.value
+        for family in text_string_to_metric_families(response.text)
+        if family.name == "mlc_event_loop_lag_seconds"
+        for s in family.samples
+    }
+    total = samples[("mlc_event_loop_lag_seconds_count", "")]
+    return {
+        bound: total - samples[("mlc_event_loop_lag_seconds_bucket", str(bound))] for bound in (0.05, 0.1)
     }
 
 
@@ -508,6 +533,16 @@ def run(params: Params, runs: int) -> Section:
     )
     section.add(
         "longest gap between create calls begun", "s", [r["submit_max_gap"] for r in results], digits=3
+    )
+    section.add(
+        "connector event-loop stalls over 50 ms",
+        "stalls",
+        [r["loop_stalls_50ms"] for r in results],
+    )
+    section.add(
+        "connector event-loop stalls over 100 ms",
+        "stalls",
+        [r["loop_stalls_100ms"] for r in results],
     )
     section.add("429 answers from Twilio", "responses", [r["http_429"] for r in results])
     section.add("POSTing all notifications", "s", [r["post_seconds"] for r in results], digits=2)
