@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import gc
 import itertools
-import json
 import os
 import secrets
 import signal
@@ -90,22 +89,8 @@ def connector_env(bc: Any, twilio: Any, database_url: str, url: str, api_token: 
         "MLC_PUBLIC_BASE_URL": url,
         "MLC_API_TOKEN": api_token,
         "MLC_MESSAGES_PER_SECOND": f"{RATE:g}",
-        "MLC_BC__API_BASE_URL": bc.origin,
-        "MLC_BC__AUTHORITY_HOST": bc.origin,
-        "MLC_BC__TENANT_ID": bc.tenant_id,
-        "MLC_BC__ENVIRONMENT": bc.environment,
-        "MLC_BC__CLIENT_ID": bc.client_id,
-        "MLC_BC__CLIENT_SECRET": bc.client_secret,
-        "MLC_BC__COMPANIES": json.dumps(list(bc.companies)),
-        "MLC_BC__CA_CERT": str(bc.ca_cert_path),
-        "MLC_TWILIO__API_BASE_URL": twilio.base_url,
-        "MLC_TWILIO__VERIFY_BASE_URL": twilio.verify_base_url,
-        "MLC_TWILIO__ACCOUNT_SID": twilio.account_sid,
-        "MLC_TWILIO__API_KEY_SID": twilio.api_key_sid,
-        "MLC_TWILIO__API_KEY_SECRET": twilio.api_key_secret,
-        "MLC_TWILIO__AUTH_TOKEN": twilio.auth_token,
-        "MLC_TWILIO__FROM_NUMBER": twilio.from_number,
-        "MLC_TWILIO__VERIFY_SERVICE_SID": twilio.verify_service_sid,
+        **bc.connector_env(),
+        **twilio.connector_env(),
     }
 
 

@@ -90,13 +90,7 @@ def child_env(sim: Any, database_url: str) -> dict[str, str]:
         # counts as drained; the simulator's Messages list has no lag, so no grace is needed.
         "MLC_RECONCILE_GRACE_SECONDS": "1",
         "MLC_RECONCILE_INTERVAL_SECONDS": "1",
-        "MLC_TWILIO__API_BASE_URL": sim.base_url,
-        "MLC_TWILIO__VERIFY_BASE_URL": sim.verify_base_url,
-        "MLC_TWILIO__ACCOUNT_SID": sim.account_sid,
-        "MLC_TWILIO__API_KEY_SID": sim.api_key_sid,
-        "MLC_TWILIO__API_KEY_SECRET": sim.api_key_secret,
-        "MLC_TWILIO__AUTH_TOKEN": sim.auth_token,
-        "MLC_TWILIO__FROM_NUMBER": sim.from_number,
+        **sim.connector_env(),
         # Services always builds a BC client; the dispatcher never calls it.
         "MLC_BC__API_BASE_URL": nowhere,
         "MLC_BC__AUTHORITY_HOST": nowhere,

@@ -186,6 +186,20 @@ class BCSimulator:
             "control_url": f"{self.origin}/_sim",
         }
 
+    def connector_env(self, companies: list[str] | None = None) -> dict[str, str]:
+        """The MLC_BC__* variables that point a connector process at this simulator (all its
+        companies unless told which)."""
+        return {
+            "MLC_BC__API_BASE_URL": self.origin,
+            "MLC_BC__AUTHORITY_HOST": self.origin,
+            "MLC_BC__TENANT_ID": self.tenant_id,
+            "MLC_BC__ENVIRONMENT": self.environment,
+            "MLC_BC__CLIENT_ID": self.client_id,
+            "MLC_BC__CLIENT_SECRET": self.client_secret,
+            "MLC_BC__COMPANIES": json.dumps(list(self.companies if companies is None else companies)),
+            "MLC_BC__CA_CERT": str(self.ca_cert_path),
+        }
+
     def client_config(self, **overrides: Any) -> BCConfig:
         """A BCConfig pointing at this simulator (fast retries unless overridden)."""
         values: dict[str, Any] = {

@@ -232,6 +232,19 @@ class TwilioSimulator:
             "verify_service_sid": self.verify_service_sid,
         }
 
+    def connector_env(self) -> dict[str, str]:
+        """The MLC_TWILIO__* variables that point a connector process at this simulator."""
+        return {
+            "MLC_TWILIO__API_BASE_URL": self.base_url,
+            "MLC_TWILIO__VERIFY_BASE_URL": self.verify_base_url,
+            "MLC_TWILIO__ACCOUNT_SID": self.account_sid,
+            "MLC_TWILIO__API_KEY_SID": self.api_key_sid,
+            "MLC_TWILIO__API_KEY_SECRET": self.api_key_secret,
+            "MLC_TWILIO__AUTH_TOKEN": self.auth_token,
+            "MLC_TWILIO__FROM_NUMBER": self.from_number,
+            "MLC_TWILIO__VERIFY_SERVICE_SID": self.verify_service_sid,
+        }
+
     def start(self, timeout: float = 10.0) -> TwilioSimulator:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
