@@ -36,7 +36,6 @@ class LoopLagMonitor:
         self._observe = observe
         self.interval = interval
         self.warn_after = warn_after
-        self.longest = 0.0
         self._task: asyncio.Task[None] | None = None
         self._last_warning = float("-inf")
 
@@ -56,7 +55,6 @@ class LoopLagMonitor:
             asked = time.monotonic()
             await asyncio.sleep(self.interval)
             lag = max(0.0, time.monotonic() - asked - self.interval)
-            self.longest = max(self.longest, lag)
             self._observe(lag)
             if lag >= self.warn_after and asked - self._last_warning >= WARN_EVERY_SECONDS:
                 self._last_warning = asked

@@ -265,21 +265,18 @@ class BCClient:
         current: list[str] = []
         length = 0
         for record_id in unique:
-            if not current:
-                current = [record_id]
-                length = len(str(httpx.URL(base, params=_query(filter=_ids_filter(current), **options))))
-                continue
             # Percent-encoding is per character, so one more id lengthens the URL by the encoded
             # length of its own clause: measured alone, the packing stays linear. Rebuilding the
             # whole URL for every candidate was quadratic and held the event loop for ~50 ms a batch.
             longer = length + _encoded_length(f" or id eq {record_id}")
-            if longer > self.config.max_url_length:
-                groups.append(current)
-                current = [record_id]
-                length = len(str(httpx.URL(base, params=_query(filter=_ids_filter(current), **options))))
-            else:
+            if current and longer <= self.config.max_url_length:
                 current.append(record_id)
                 length = longer
+                continue
+            if current:
+                groups.append(current)
+            current = [record_id]
+            length = len(str(httpx.URL(base, params=_query(filter=_ids_filter(current), **options))))
         if current:
             groups.append(current)
         return groups

