@@ -38,8 +38,8 @@ sandbox: setup
 	$(BIN)/ml-connector sandbox --scenario demo $(SANDBOX_ARGS)
 
 lint: setup
-	$(BIN)/ruff check engine server tests bench
-	$(BIN)/ruff format --check engine server tests bench
+	$(BIN)/ruff check engine server simulators tests bench
+	$(BIN)/ruff format --check engine server simulators tests bench
 
 typecheck: setup
 	$(BIN)/mypy
@@ -49,7 +49,7 @@ rules-check: setup
 	$(BIN)/ml-connector rules test rules/tests
 
 pytest: setup
-	$(BIN)/python -m compileall -q engine server bench  # the project's own .pyc, for the same reason
+	$(BIN)/python -m compileall -q engine server simulators bench  # the project's own .pyc, for the same reason
 	$(BIN)/pytest -n 2  # two workers: most tests wait on loopback HTTP and subprocesses
 
 test: lint typecheck rules-check pytest
@@ -58,7 +58,7 @@ test: lint typecheck rules-check pytest
 # `make bench BENCH_ARGS=--quick` for a fast pass, `BENCH_ARGS="--size issue"` for every size in the issue.
 BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python -m compileall -q engine server bench  # child processes start from .pyc (see above)
+	$(BIN)/python -m compileall -q engine server simulators bench  # child processes start from .pyc (see above)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

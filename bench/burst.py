@@ -123,13 +123,13 @@ async def one_run(params: Params, log: IO[bytes]) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from server.bc.entities import CUSTOMERS
-    from server.evaluation import change_from_record, evaluate_and_store
-    from server.sandbox.bc import BCSimulator
-    from server.sandbox.twilio import TwilioSimulator
+    from server.planning.evaluation import change_from_record, evaluate_and_store
     from server.services import open_services
     from server.settings import BCSettings, Settings, TwilioSettings
     from server.store.db import read_scope
     from server.store.tables import BcSubscription, MessageEvent, OutboxMessage, RecordSnapshot
+    from simulators.bc.simulator import BCSimulator
+    from simulators.twilio.simulator import TwilioSimulator
 
     with fresh_database("burst") as db_url, contextlib.ExitStack() as cleanup:
         port = free_port()

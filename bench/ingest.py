@@ -71,7 +71,7 @@ def _listen() -> socket.socket:
 
 async def _real_app(database_url: str) -> Any:
     from server.app import create_app
-    from server.clock import SystemClock
+    from server.runtime.clock import SystemClock
     from server.services import open_services
     from server.settings import BCSettings, Settings, TwilioSettings
     from server.store.db import session_scope
@@ -158,7 +158,7 @@ def _bare_app(database_url: str) -> Any:
 async def serve(kind: str, database_url: str) -> None:
     import uvicorn
 
-    from server.logs import configure_logging
+    from server.runtime.logs import configure_logging
 
     configure_logging("INFO")  # as `ml-connector serve` does: one access line per request
     app = await _real_app(database_url) if kind == "real" else _bare_app(database_url)

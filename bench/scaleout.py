@@ -143,10 +143,10 @@ def run_processes(sim: Any, database_url: str, processes: int) -> tuple[float, l
 def one_run(params: Params, processes: int) -> dict[str, Any]:
     import sqlalchemy as sa
 
-    from server.clock import ManualClock
-    from server.sandbox.twilio import TwilioSimulator
+    from server.runtime.clock import ManualClock
     from server.store.db import create_db_engine
     from server.store.tables import MessageEvent, OutboxMessage
+    from simulators.twilio.simulator import TwilioSimulator
 
     sim = TwilioSimulator(clock=ManualClock(datetime.now(UTC))).start()
     try:
@@ -281,8 +281,8 @@ def run(params: Params, runs: int) -> Section:
 
 
 async def child() -> dict[str, Any]:
-    from server.clock import SystemClock
-    from server.dispatcher import Dispatcher
+    from server.runtime.clock import SystemClock
+    from server.sending.dispatcher import Dispatcher
     from server.services import open_services
     from server.settings import Settings
 

@@ -112,8 +112,8 @@ def run_child(config: dict[str, Any]) -> dict[str, Any]:
 
 def run(params: Params, runs: int) -> Section:
     runs = params.runs or runs
-    from server.clock import OffsetClock
-    from server.sandbox.bc import BCSimulator
+    from server.runtime.clock import OffsetClock
+    from simulators.bc.simulator import BCSimulator
 
     section = Section(
         key="sweep",
@@ -223,12 +223,12 @@ def _rss_mib() -> float:
 async def child(config: dict[str, Any]) -> dict[str, Any]:
     import sqlalchemy as sa
 
-    from server.clock import SystemClock
+    from server.planning.sweep import Sweeper
+    from server.runtime.clock import SystemClock
     from server.services import open_services
     from server.settings import BCSettings, Settings, TwilioSettings
     from server.store.db import read_scope
     from server.store.tables import OutboxMessage, SweepHeldMessage
-    from server.sweep import Sweeper
 
     settings = Settings(
         mode="test",

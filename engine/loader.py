@@ -396,7 +396,7 @@ class _FileCheck:
             once_per_getters=once_per_getters,
             timezone=timezone,
             # send_window's quiet hours double as the rule-zone quiet hours for readers that do
-            # not know send windows (server.sendwindow evaluates them in the recipient's zone).
+            # not know send windows (server.sending.sendwindow evaluates them in the recipient's zone).
             quiet_hours=(rule.send_window.quiet_hours if rule.send_window else None) or rule.quiet_hours,
             expansions=self.expansions(rule, checks, template),
             enabled=rule.enabled,

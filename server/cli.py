@@ -1,29 +1,21 @@
 """The `ml-connector` command line.
 
-Each command group lives in its own module under server/commands/ (or next to what it runs) and
-exposes `register(subparsers)`. Modules are imported only to build the parser; heavy imports stay
+Each command group lives in its own module under server/commands/ and exposes `register(subparsers)`. Modules are imported only to build the parser; heavy imports stay
 inside the command functions so `ml-connector rules lint` starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
-# Modules that contribute sub-commands. Each defines `register(subparsers) -> None` and sets
+from server.commands import changes, check, credentials, pause, rules, sandbox, serve, simulate
+
+# Command groups, in `--help` order. Each module defines `register(subparsers) -> None` and sets
 # `func` on its parsers (a callable taking the parsed namespace and returning an exit code).
-COMMAND_MODULES: tuple[str, ...] = (
-    "server.commands.rules",
-    "server.commands.simulate",
-    "server.commands.serve",
-    "server.commands.pause",
-    "server.commands.credentials",
-    "server.commands.changes",
-    "server.commands.check",
-    "server.commands.sandbox",
-)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (rules, simulate, serve, pause, credentials, changes, check, sandbox)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,9 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(name)
-        module.register(subparsers)
+    for group in COMMAND_GROUPS:
+        group.register(subparsers)
     return parser
 
 

@@ -33,13 +33,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlmodel import col, select
 
-from server.auth import make_bearer_guard_for_app
-from server.logs import get_logger
+from server.runtime.logs import get_logger
 from server.services import Services
 from server.store.db import read_scope
 from server.store.messages import count_by_status
 from server.store.states import CLAIMABLE, IN_DOUBT, MessageStatus
 from server.store.tables import BcSubscription, InboxNotification, OutboxMessage
+from server.web.auth import make_bearer_guard_for_app
 
 log = get_logger("ml_connector.metrics")
 

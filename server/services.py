@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from server.clock import Clock, SystemClock
-from server.logs import register_secrets
+from server.runtime.clock import Clock, SystemClock
+from server.runtime.logs import register_secrets
 from server.settings import Settings
 
 if TYPE_CHECKING:
     from engine.ruleset import RuleSet
     from server.bc.client import BCClient
+    from server.runtime.loop import WorkerLoop
     from server.twilio.client import TwilioClient
-    from server.workers import WorkerLoop
 
 
 def new_instance_id() -> str:

@@ -1,74 +1,69 @@
-"""A small runtime for the background workers: each worker is a coroutine `run_once()` that a loop
-calls at an interval until the service stops. Errors are logged and the loop goes on (with a short
-back-off), so one bad record never stops delivery of everything else.
+"""The service's background workers, built from one table so tests, the CLI and the sandbox agree.
 
-Tests call `run_once()` directly; the service starts the loops in its lifespan.
+Every worker is a class taking `Services` with `async def run_once(self) -> int` (items handled).
+The loops run inside the service process; several instances may run at once (PostgreSQL): claims
+and leases in the store keep them from doing the same work twice.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
-from server.logs import get_logger
+from server.planning.fetcher import Fetcher
+from server.planning.poller import Poller
+from server.planning.subscriptions import SubscriptionManager
+from server.planning.sweep import Sweeper
+from server.runtime.loop import WorkerLoop
+from server.sending.dispatcher import Dispatcher
+from server.services import Services
+from server.settings import Settings
 
-log = get_logger("ml_connector.workers")
+
+class Worker(Protocol):
+    async def run_once(self) -> int: ...
 
 
-@dataclass
-class WorkerLoop:
+@dataclass(frozen=True)
+class WorkerSpec:
     name: str
-    run_once: Callable[[], Awaitable[int]]
-    interval: float
-    # When a run did work (returned > 0) the next run starts at once: drain backlogs quickly.
-    busy_interval: float = 0.0
-    error_backoff: float = 2.0
-    runs: int = 0
-    errors: int = 0
-    last_error: str | None = None
-    _task: asyncio.Task[None] | None = field(default=None, repr=False)
-    _stop: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    _wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    factory: Callable[[Services], Worker]
+    interval: Callable[[Settings], float]
 
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._task = asyncio.create_task(self._loop(), name=f"worker:{self.name}")
+WORKERS: tuple[WorkerSpec, ...] = (
+    WorkerSpec("fetcher", Fetcher, lambda s: s.fetch_interval_seconds),
+    WorkerSpec("dispatcher", Dispatcher, lambda s: s.dispatch_interval_seconds),
+    WorkerSpec("subscriptions", SubscriptionManager, lambda s: s.subscription_check_interval_seconds),
+    WorkerSpec("poller", Poller, lambda s: s.poll_interval_seconds),
+    WorkerSpec("sweep", Sweeper, lambda s: 60.0),  # checks whether a sweep is due
+)
 
-    def wake(self) -> None:
-        """Run again now instead of waiting out the interval (e.g. new inbox items arrived)."""
-        self._wake.set()
 
-    async def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+def build_workers(services: Services, names: tuple[str, ...] | None = None) -> dict[str, WorkerLoop]:
+    """Create (not start) the worker loops; `services.workers[name].run_once()` runs one pass."""
+    for spec in WORKERS:
+        if names is not None and spec.name not in names:
+            continue
+        worker = spec.factory(services)
+        run_once: Callable[[], Awaitable[int]] = worker.run_once
+        services.workers[spec.name] = WorkerLoop(
+            name=spec.name, run_once=run_once, interval=spec.interval(services.settings)
+        )
+    return services.workers
 
-    async def _loop(self) -> None:
-        while not self._stop.is_set():
-            delay = self.interval
-            try:
-                done = await self.run_once()
-                self.runs += 1
-                self.last_error = None
-                if done > 0:
-                    delay = self.busy_interval
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("worker run failed", worker=self.name)
-                delay = max(self.error_backoff, self.interval)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+async def start_workers(services: Services) -> None:
+    if not services.workers:
+        build_workers(services)
+    for loop in services.workers.values():
+        if not loop.running:
+            loop.start()
+    services.workers_started = True
+
+
+async def stop_workers(services: Services) -> None:
+    services.workers_started = False
+    for loop in services.workers.values():
+        await loop.stop()

@@ -22,7 +22,7 @@ import msal
 
 from server.bc.errors import AuthenticationError, TransportError
 from server.bc.settings import BCConfig
-from server.clock import monotonic
+from server.runtime.clock import monotonic
 
 
 def ssl_context(ca_cert: Path | None) -> ssl.SSLContext:

@@ -74,7 +74,7 @@ def _open(settings: Settings) -> Any:
 def effective_settings() -> Settings:
     """Settings with stored credentials laid over the environment's (what the service uses)."""
     from server.credentials import apply_stored_credentials
-    from server.logs import register_secrets
+    from server.runtime.logs import register_secrets
     from server.services import secret_values
     from server.settings import load_settings
 
@@ -145,13 +145,13 @@ def build_credentials(
 
 
 def run_set(args: argparse.Namespace) -> int:
-    from server.clock import SystemClock
     from server.credentials import (
         CredentialError,
         CredentialStore,
         credentials_from_settings,
         load_keys,
     )
+    from server.runtime.clock import SystemClock
     from server.settings import load_settings
 
     kind: Kind = args.kind
@@ -215,8 +215,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_rotate(args: argparse.Namespace) -> int:
-    from server.clock import SystemClock
     from server.credentials import CredentialError, CredentialStore, load_keys
+    from server.runtime.clock import SystemClock
     from server.settings import load_settings
 
     settings = load_settings()

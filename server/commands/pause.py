@@ -32,9 +32,9 @@ def _actor() -> str:
 def _add(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
-    from server.clock import SystemClock
-    from server.pauses import PauseError, add_pause, describe_rows, parse_until
+    from server.runtime.clock import SystemClock
     from server.store.db import session_scope
+    from server.store.pauses import PauseError, add_pause, describe_rows, parse_until
 
     settings, engine = _open()
     now = SystemClock().now()
@@ -61,9 +61,9 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from server.clock import SystemClock
-    from server.pauses import describe_rows, list_pauses
+    from server.runtime.clock import SystemClock
     from server.store.db import read_scope
+    from server.store.pauses import describe_rows, list_pauses
 
     _, engine = _open()
     now = SystemClock().now()
@@ -96,9 +96,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _lift(args: argparse.Namespace) -> int:
-    from server.clock import SystemClock
-    from server.pauses import describe_rows, lift_pause
+    from server.runtime.clock import SystemClock
     from server.store.db import session_scope
+    from server.store.pauses import describe_rows, lift_pause
 
     _, engine = _open()
     now = SystemClock().now()

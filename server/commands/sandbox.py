@@ -151,12 +151,12 @@ async def _sandbox(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.text import Text
 
-    from server.clock import OffsetClock
-    from server.logs import configure_logging
-    from server.runtime import start_workers, stop_workers
+    from server.runtime.clock import OffsetClock
+    from server.runtime.logs import configure_logging
     from server.sandbox.scenario import DEMO_HOUR_UTC, SCENARIOS, demo_start, run_scenario, scenario_settings
     from server.sandbox.stack import Stack
     from server.settings import REPO_ROOT
+    from server.workers import start_workers, stop_workers
 
     # A pipe or CI log is not a terminal: rich would wrap the summary at 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=160)

@@ -26,8 +26,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
     from engine.loader import RuleSetError
     from server.app import create_app
-    from server.crashpoints import CrashPointError, arm_from_environment
-    from server.logs import configure_logging, get_logger
+    from server.runtime.crashpoints import CrashPointError, arm_from_environment
+    from server.runtime.logs import configure_logging, get_logger
     from server.services import open_services
     from server.settings import load_settings
 
@@ -71,7 +71,7 @@ def freeze_startup_heap() -> None:
     they are never walked; what the process makes later is collected as before. Only here, in the
     long-lived service: a test process making many apps must not freeze the garbage of each.
     """
-    import server.runtime  # noqa: F401  (the worker loops' modules, imported by the lifespan anyway)
+    import server.workers  # noqa: F401  (the worker loops' modules, imported by the lifespan anyway)
 
     gc.collect()
     gc.freeze()

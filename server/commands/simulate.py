@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Any
 
 
-def _run(target: str) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        module_name, _, func_name = target.partition(":")
-        func = getattr(importlib.import_module(module_name), func_name)
-        result: int = func(args)
-        return result
+def _run_bc(args: argparse.Namespace) -> int:
+    from simulators.bc.simulator import cli_main
 
-    return run
+    return cli_main(args)
+
+
+def _run_twilio(args: argparse.Namespace) -> int:
+    from simulators.twilio.simulator import cli_main
+
+    return cli_main(args)
 
 
 def register(subparsers: Any) -> None:
@@ -29,9 +30,9 @@ def register(subparsers: Any) -> None:
     bc.add_argument("--host", default="127.0.0.1")
     bc.add_argument("--port", type=int, default=0, help="0 picks a free port")
     bc.add_argument("--seed", default="demo", help="seed data set (default: demo)")
-    bc.set_defaults(func=_run("server.sandbox.bc:cli_main"))
+    bc.set_defaults(func=_run_bc)
 
     twilio = which.add_parser("twilio", help="Twilio Messages/Calls/Verify simulator")
     twilio.add_argument("--host", default="127.0.0.1")
     twilio.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    twilio.set_defaults(func=_run("server.sandbox.twilio:cli_main"))
+    twilio.set_defaults(func=_run_twilio)

@@ -36,12 +36,12 @@ import httpx
 from sqlmodel import col, select
 
 from engine.phones import mask
-from server.sandbox.seed.demo import GB_COMPANY_ID, US_COMPANY_ID
 from server.sandbox.stack import Stack
 from server.store.db import read_scope
 from server.store.states import CLAIMABLE, MessageStatus
 from server.store.tables import MessageEvent, OutboxMessage
-from server.web.twilio_errors import meaning_of
+from server.twilio.meanings import meaning_of
+from simulators.bc.seeds.demo import GB_COMPANY_ID, US_COMPANY_ID
 
 Say = Callable[[str], None]
 
@@ -245,7 +245,7 @@ async def step_large_invoice(ctx: ScenarioContext) -> str:
 
 
 async def step_sweep(ctx: ScenarioContext) -> str:
-    from server.sweep import Sweeper
+    from server.planning.sweep import Sweeper
 
     before = _count(ctx.stack)
     swept = await Sweeper(ctx.stack.services).sweep_now()
@@ -338,7 +338,7 @@ async def step_otp_change(ctx: ScenarioContext) -> str:
 
 
 async def step_week_later(ctx: ScenarioContext) -> str:
-    from server.sweep import Sweeper
+    from server.planning.sweep import Sweeper
 
     # 04:30 UTC a week later: late evening on the US west coast, night in New York and London, so
     # every reminder falls in its recipient's quiet hours (20:00-08:00 local) and is held.

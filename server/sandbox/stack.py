@@ -22,11 +22,11 @@ from typing import Any, Self
 import uvicorn
 from litestar.types import ControllerRouterHandler
 
-from server.clock import Clock, OffsetClock
-from server.sandbox.bc import BCSimulator
-from server.sandbox.twilio import TwilioSimulator
+from server.runtime.clock import Clock, OffsetClock
 from server.services import Services, open_services
 from server.settings import BCSettings, Settings, TwilioSettings
+from simulators.bc.simulator import BCSimulator
+from simulators.twilio.simulator import TwilioSimulator
 
 
 def _free_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -75,7 +75,7 @@ class Stack:
 
     async def start(self) -> Self:
         from server.app import create_app
-        from server.runtime import build_workers
+        from server.workers import build_workers
 
         self.bc_sim = BCSimulator(clock=self.clock, seed=self.seed, **self.bc_options).start()
         sock = _free_socket(port=self.port)

@@ -54,5 +54,5 @@ def json_type(*, none_as_null: bool = False) -> sa.types.TypeEngine[Any]:
 def require_aware(value: datetime, name: str = "now") -> datetime:
     """Check a time handed to the store is timezone-aware; return it in UTC."""
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware (take it from a server.clock.Clock)")
+        raise ValueError(f"{name} must be timezone-aware (take it from a server.runtime.clock.Clock)")
     return value.astimezone(UTC)

@@ -61,7 +61,7 @@ class ResourceParser:
     bench: ingest). A head is remembered only when the regex's match ends with a record id that
     starts right after the last "(" and ends right before the closing ")", and a record id is
     taken only if the regex would take it whole: not empty, none of `)'/`, no leading whitespace.
-    Anything else goes to parse_resource. Same answers (tests/store/test_inbox.py).
+    Anything else goes to parse_resource. Same answers (tests/server/store/test_inbox.py).
     """
 
     __slots__ = ("_heads",)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from server.crashpoints import crash_point
+from server.runtime.crashpoints import crash_point
 from server.store.columns import require_aware
 from server.store.db import insert_ignoring_conflicts
 from server.store.states import (

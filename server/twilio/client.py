@@ -35,8 +35,8 @@ from urllib.parse import quote, urljoin
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from server.clock import Clock, SystemClock, monotonic
-from server.crashpoints import crash_point
+from server.runtime.clock import Clock, SystemClock, monotonic
+from server.runtime.crashpoints import crash_point
 from server.twilio.errors import (
     DeliveryError,
     InvalidRequestError,

@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 
 from server.bc.client import BCClient
-from server.clock import ManualClock
-from server.sandbox.bc import BCSimulator
+from server.runtime.clock import ManualClock
+from simulators.bc.simulator import BCSimulator
 
 START = datetime(2026, 3, 5, 9, 0, 0, tzinfo=UTC)
 

@@ -33,8 +33,8 @@ from server.bc.errors import (
 )
 from server.bc.models import Customer, SalesInvoice
 from server.bc.settings import BCConfig, RetryPolicy
-from server.clock import ManualClock
-from server.sandbox.bc import BCSimulator
+from server.runtime.clock import ManualClock
+from simulators.bc.simulator import BCSimulator
 
 Wait = Callable[..., Awaitable[None]]
 

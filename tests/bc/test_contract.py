@@ -25,7 +25,7 @@ from server.bc.models import (
     Subscription,
     Vendor,
 )
-from server.sandbox.bc import BCSimulator
+from simulators.bc.simulator import BCSimulator
 
 ENTITY_EXAMPLES: dict[str, tuple[type[BCRecord], str]] = {
     "customer.json": (Customer, "customers"),

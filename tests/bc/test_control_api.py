@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from server.clock import ManualClock
-from server.sandbox.bc import BCSimulator
+from server.runtime.clock import ManualClock
+from simulators.bc.simulator import BCSimulator
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from server.bc.entities import (
 )
 from server.bc.errors import BadRequestError, EntityChangedError
 from server.bc.models import NotificationBatch, SalesInvoice
-from server.clock import ManualClock
-from server.sandbox.bc import BCSimulator
+from server.runtime.clock import ManualClock
+from simulators.bc.simulator import BCSimulator
 
 Wait = Callable[..., Awaitable[None]]
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from server.clock import ManualClock
+from server.runtime.clock import ManualClock
 from server.sandbox.stack import Stack
 
 START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

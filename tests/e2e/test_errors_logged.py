@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 from litestar import get
 
-from server.clock import ManualClock
-from server.logs import configure_logging
+from server.runtime.clock import ManualClock
+from server.runtime.logs import configure_logging
 from server.sandbox.stack import Stack
 
 

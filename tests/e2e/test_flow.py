@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from server.clock import ManualClock
-from server.sandbox.seed.demo import GB_COMPANY_ID
+from server.runtime.clock import ManualClock
 from server.sandbox.stack import Stack
+from simulators.bc.seeds.demo import GB_COMPANY_ID
 from tests.prometheus import sample
 
 pytestmark = pytest.mark.timeout(120)

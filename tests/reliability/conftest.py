@@ -36,9 +36,9 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from server.crashpoints import CRASH_EXIT_CODE
-from server.sandbox.bc import BCSimulator
-from server.sandbox.twilio import TwilioSimulator
+from server.runtime.crashpoints import CRASH_EXIT_CODE
+from simulators.bc.simulator import BCSimulator
+from simulators.twilio.simulator import TwilioSimulator
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.crashpoints import CRASH_EXIT_CODE, POINTS
+from server.runtime.crashpoints import CRASH_EXIT_CODE, POINTS
 
 from .conftest import World, backend_of, eventually, matrix, write_figures
 

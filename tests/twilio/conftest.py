@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from server.clock import ManualClock
-from server.sandbox.twilio import TwilioSimulator
+from server.runtime.clock import ManualClock
 from server.twilio.client import RetryPolicy, TwilioClient, TwilioClientConfig
+from simulators.twilio.simulator import TwilioSimulator
 from tests.twilio.openapi_contract import TwilioContract
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -8,8 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from server.clock import ManualClock, monotonic
-from server.sandbox.twilio import TwilioSimulator
+from server.runtime.clock import ManualClock, monotonic
 from server.twilio.client import RetryPolicy, TwilioClient
 from server.twilio.errors import (
     ConfigurationError,
@@ -28,6 +27,7 @@ from server.twilio.errors import (
 )
 from server.twilio.models import IncomingNumber
 from server.twilio.twiml import say_twiml
+from simulators.twilio.simulator import TwilioSimulator
 from tests.twilio.conftest import WebhookReceiver, make_config
 from tests.twilio.openapi_contract import TwilioContract
 

@@ -10,9 +10,9 @@ import httpx
 import jsonschema
 import pytest
 
-from server.clock import ManualClock
-from server.sandbox.twilio import TwilioSimulator
+from server.runtime.clock import ManualClock
 from server.twilio.signatures import validate_request
+from simulators.twilio.simulator import TwilioSimulator
 from tests.twilio.conftest import WebhookReceiver
 from tests.twilio.openapi_contract import TwilioContract, _nullable_to_jsonschema
 

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from server.clock import ManualClock
-from server.sandbox.twilio import TwilioSimulator
+from server.runtime.clock import ManualClock
 from server.twilio.client import TwilioClient
 from server.twilio.errors import InvalidRequestError, NotFoundError, VerificationLimitError
+from simulators.twilio.simulator import TwilioSimulator
 
 TO = "+447700900123"
 

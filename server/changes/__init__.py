@@ -1,0 +1,1 @@
+"""The OTP-gated write-back of sensitive fields to Business Central."""

@@ -1,0 +1,869 @@
+"""OTP-gated write-back of sensitive fields to Business Central.
+
+A finance user proposes a change (vendor/customer contact and remit-to address fields, or vendor bank
+details through a custom API page: standard API v2.0 has no vendor bank entity, reference c). The
+connector reads the record's current @odata.etag, stores a pending change, and starts a Twilio Verify
+verification to the approver. Only a check answered `approved` lets the change be PATCHed to BC, with
+`If-Match: <stored etag>`; if the record changed meanwhile BC answers 409 Request_EntityChanged and
+the change ends as `conflict` (reference d).
+
+States (tables.CHANGE_STATUSES)::
+
+    new ──verification started──► pending ──code approved──► approved ──claim──► writing ──► written
+     │                             │  │  │                      ▲                   │
+     └─► failed                    │  │  └─► expired            └── BC busy ◄───────┤
+                                   │  └─► code_expired (20404)                      ├─► conflict (409)
+                                   └─► rejected (too many wrong codes / 60202)      └─► failed
+
+Every transition is a conditional UPDATE (`... WHERE id = ? AND status IN (...)`): of two racing
+confirmations only one moves `approved -> writing`, so a change is written at most once, and never
+without an approved check. A confirmation holds a lease on its change (server/store/leases.py)
+from the Verify check to the end, so a racing request cannot read Twilio's 20404 for a code that
+was just approved and record `code_expired`. Each step is in the audit log (who, when, what); the code never is.
+No database transaction is held across a call to BC or Twilio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+import sqlalchemy as sa
+from cryptography.fernet import InvalidToken, MultiFernet
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from server.bc.client import BCClient
+from server.bc.entities import CUSTOMERS, VENDORS, EntitySet, check_guid, custom_page
+from server.bc.errors import (
+    BCError,
+    EntityChangedError,
+    NotFoundError,
+    PermanentBCError,
+)
+from server.bc.models import BCRecord
+from server.credentials import CredentialError, cipher_for, load_keys
+from server.runtime.clock import Clock
+from server.runtime.crashpoints import crash_point
+from server.runtime.logs import get_logger
+from server.settings import Settings
+from server.store.audit import record_audit
+from server.store.db import read_scope, session_scope
+from server.store.leases import acquire_lease, release_lease
+from server.store.tables import PendingChange
+from server.twilio.client import TwilioClient
+from server.twilio.errors import DeliveryError, InvalidRequestError, VerificationLimitError
+from server.twilio.errors import NotFoundError as VerificationNotFoundError
+
+log = get_logger("ml_connector.changes")
+T = TypeVar("T")
+
+Channel = Literal["sms", "call"]
+TERMINAL = frozenset({"written", "conflict", "rejected", "code_expired", "expired", "failed"})
+OPEN = ("new", "pending")
+_CODE = re.compile(r"^[0-9]{4,10}$")
+BANK_ENTITY = "vendorBankAccounts"
+
+
+# -- errors -----------------------------------------------------------------------------------------
+
+
+class ChangeError(Exception):
+    """Base of the errors the API maps to HTTP answers."""
+
+
+class ChangeInputError(ChangeError):
+    """Bad input, named by field (API 400)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ChangeNotFoundError(ChangeError):
+    """No pending change with this id (API 404)."""
+
+
+class ChangeStateError(ChangeError):
+    """The change is not in a state that allows this step (API 409)."""
+
+
+class ChangeConfigError(ChangeError):
+    """The service cannot keep a change safely (no encryption key): an operator must fix settings."""
+
+
+class UpstreamError(ChangeError):
+    """BC or Twilio could not be reached or refused for a reason on their side (API 503)."""
+
+
+# -- the sensitive-field allow-list (a registry: data, not code paths) -------------------------------
+
+
+def _iban(value: str) -> str:
+    text = value.replace(" ", "").upper()
+    if not re.fullmatch(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}", text):
+        raise ValueError("not an IBAN (two letters, two check digits, 11-30 letters or digits)")
+    digits = "".join(str(int(ch, 36)) for ch in text[4:] + text[:4])
+    if int(digits) % 97 != 1:
+        raise ValueError("IBAN check digits do not match (mod 97); a digit is probably mistyped")
+    return text
+
+
+def _swift(value: str) -> str:
+    text = value.replace(" ", "").upper()
+    if not re.fullmatch(r"[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?", text):
+        raise ValueError("not a SWIFT/BIC code (8 or 11 characters, e.g. NWBKGB2L)")
+    return text
+
+
+def _email(value: str) -> str:
+    text = value.strip()
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
+        raise ValueError("not an email address")
+    return text
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """One writable field: BC's maximum length (its table field size) and a normaliser/validator."""
+
+    max_length: int
+    normalise: Callable[[str], str] = _text
+
+
+_CONTACT_AND_ADDRESS: dict[str, FieldRule] = {
+    "addressLine1": FieldRule(100),
+    "addressLine2": FieldRule(50),
+    "city": FieldRule(30),
+    "state": FieldRule(30),
+    "country": FieldRule(10),
+    "postalCode": FieldRule(20),
+    "phoneNumber": FieldRule(30),
+    "email": FieldRule(80, _email),
+}
+
+# Which fields each entity accepts through the OTP gate. Anything else is refused by name.
+SENSITIVE_FIELDS: dict[str, dict[str, FieldRule]] = {
+    "vendors": dict(_CONTACT_AND_ADDRESS),
+    "customers": dict(_CONTACT_AND_ADDRESS),
+    BANK_ENTITY: {
+        "name": FieldRule(100),
+        "bankAccountNumber": FieldRule(30),
+        "bankBranchNumber": FieldRule(20),
+        "iban": FieldRule(50, _iban),
+        "swiftCode": FieldRule(20, _swift),
+        "currencyCode": FieldRule(10),
+    },
+}
+
+
+def mask_value(value: Any) -> str:
+    """A value for the audit log and logs: its last four characters only."""
+    text = str(value)
+    return "****" if len(text) <= 4 else "*" * min(len(text) - 4, 8) + text[-4:]
+
+
+def mask_phone(number: str) -> str:
+    from engine.phones import mask
+
+    return mask(number)
+
+
+# -- input ------------------------------------------------------------------------------------------
+
+
+class ChangeRequest(BaseModel):
+    """What a finance user proposes (the body of POST /api/changes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entity: str = Field(description="vendors, customers or vendorBankAccounts (the custom API page)")
+    record_id: str = Field(description="The BC record's id (GUID)")
+    company_id: str | None = Field(default=None, description="Needed when several companies are configured")
+    changes: dict[str, str] = Field(description="Field -> new value; only the entity's sensitive fields")
+    approver: str = Field(description="E.164 number, or a role from MLC_CHANGES__APPROVER_ROLES")
+    channel: Channel | None = Field(default=None, description="How the code is sent: sms or call")
+    requested_by: str = Field(min_length=1, max_length=128, description="Who proposes (for the audit)")
+
+
+@dataclass(frozen=True)
+class ValidatedChange:
+    entity: str
+    entity_set: EntitySet[Any]
+    company_id: str
+    record_id: str
+    changes: dict[str, str]
+    approver: str
+    approver_role: str | None
+    channel: Channel
+    requested_by: str
+
+
+def entity_set_for(settings: Settings, entity: str) -> EntitySet[Any]:
+    if entity == "vendors":
+        return VENDORS
+    if entity == "customers":
+        return CUSTOMERS
+    if entity == BANK_ENTITY:
+        page = settings.changes
+        if not (page.bank_page_publisher and page.bank_page_group and page.bank_page_version):
+            raise ChangeInputError(
+                "entity",
+                "vendor bank details need the custom API page a BC extension publishes (standard API v2.0 "
+                "has none): set MLC_CHANGES__BANK_PAGE_PUBLISHER, _GROUP, _VERSION and _ENTITY_SET",
+            )
+        try:
+            return custom_page(
+                page.bank_page_publisher,
+                page.bank_page_group,
+                page.bank_page_version,
+                page.bank_page_entity_set,
+            )
+        except ValueError as exc:
+            raise ChangeInputError("entity", f"custom API page settings: {exc}") from exc
+    raise ChangeInputError(
+        "entity", f"unknown entity {entity!r}; expected one of {', '.join(sorted(SENSITIVE_FIELDS))}"
+    )
+
+
+def resolve_approver(settings: Settings, approver: str) -> tuple[str, str | None]:
+    """(E.164 number, role or None). A role is looked up in settings; a number is normalised."""
+    from engine.errors import PhoneError
+    from engine.phones import to_e164
+
+    text = approver.strip()
+    roles = settings.changes.approver_roles
+    role: str | None = None
+    if text in roles:
+        role, raw = text, roles[text]
+    elif text[:1] in "+0123456789(" and text:
+        raw = text
+    else:
+        known = ", ".join(sorted(roles)) or "none configured"
+        raise ChangeInputError(
+            "approver",
+            f"{text!r} is neither a phone number nor a known role (roles: {known}; MLC_CHANGES__APPROVER_ROLES)",
+        )
+    try:
+        number = to_e164(raw, settings.default_region).number
+    except PhoneError as exc:
+        where = f"role {role!r} maps to a number that" if role else "the number"
+        raise ChangeInputError("approver", f"{where} is not usable: {exc.reason}") from exc
+    return number, role
+
+
+def validate_request(settings: Settings, request: ChangeRequest) -> ValidatedChange:
+    """Every check that needs no network, each error naming its field."""
+    entity_set = entity_set_for(settings, request.entity)
+    allowed = SENSITIVE_FIELDS[request.entity]
+    try:
+        record_id = check_guid(request.record_id, "record_id")
+    except ValueError as exc:
+        raise ChangeInputError("record_id", "not a GUID") from exc
+    companies = [c.lower() for c in settings.bc.companies]
+    if request.company_id is None:
+        if len(companies) != 1:
+            raise ChangeInputError(
+                "company_id", "required when more or fewer than one company is configured (MLC_BC__COMPANIES)"
+            )
+        company_id = companies[0]
+    else:
+        try:
+            company_id = check_guid(request.company_id, "company_id")
+        except ValueError as exc:
+            raise ChangeInputError("company_id", "not a GUID") from exc
+        if companies and company_id not in companies:
+            raise ChangeInputError("company_id", "not one of the configured companies (MLC_BC__COMPANIES)")
+    if not request.changes:
+        raise ChangeInputError("changes", "give at least one field to change")
+    changes: dict[str, str] = {}
+    for name, value in request.changes.items():
+        rule = allowed.get(name)
+        if rule is None:
+            raise ChangeInputError(
+                f"changes.{name}",
+                f"not a sensitive field of {request.entity} that this gate writes; allowed: {', '.join(sorted(allowed))}",
+            )
+        try:
+            normalised = rule.normalise(value)
+        except ValueError as exc:
+            raise ChangeInputError(f"changes.{name}", str(exc)) from exc
+        if len(normalised) > rule.max_length:
+            raise ChangeInputError(
+                f"changes.{name}", f"{len(normalised)} characters; BC allows at most {rule.max_length}"
+            )
+        changes[name] = normalised
+    approver, role = resolve_approver(settings, request.approver)
+    return ValidatedChange(
+        entity=request.entity,
+        entity_set=entity_set,
+        company_id=company_id,
+        record_id=record_id,
+        changes=changes,
+        approver=approver,
+        approver_role=role,
+        channel=request.channel or settings.changes.default_channel,
+        requested_by=request.requested_by.strip(),
+    )
+
+
+# -- store ------------------------------------------------------------------------------------------
+
+
+def transition(
+    session: Session, change_id: int, from_: Collection[str], to: str, now: datetime, **values: Any
+) -> bool:
+    """Move a change to `to` only if it is still in one of `from_`: the database decides who wins."""
+    stmt = (
+        sa.update(PendingChange)
+        .where(col(PendingChange.id) == change_id, col(PendingChange.status).in_(list(from_)))
+        .values(status=to, updated_at=now, **values)
+    )
+    result = session.execute(stmt)
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def get_change(session: Session, change_id: int) -> PendingChange | None:
+    return session.get(PendingChange, change_id)
+
+
+def list_changes(
+    session: Session,
+    *,
+    statuses: Collection[str] | None = None,
+    limit: int = 50,
+    before_id: int | None = None,
+) -> list[PendingChange]:
+    """Newest first; pass the last id seen as before_id for the next page."""
+    stmt = select(PendingChange).order_by(col(PendingChange.id).desc()).limit(max(1, min(limit, 500)))
+    if statuses:
+        stmt = stmt.where(col(PendingChange.status).in_(list(statuses)))
+    if before_id is not None:
+        stmt = stmt.where(col(PendingChange.id) < before_id)
+    return list(session.exec(stmt).all())
+
+
+def _subject(change_id: int | None) -> str:
+    return f"change:{change_id}"
+
+
+def expire_due(engine: Engine, now: datetime, *, limit: int = 500) -> list[int]:
+    """Mark open changes past their expiry as `expired` (each audited). Returns their ids."""
+    expired: list[int] = []
+    with session_scope(engine) as session:
+        due = session.exec(
+            select(PendingChange.id)
+            .where(col(PendingChange.status).in_(OPEN), col(PendingChange.expires_at) <= now)
+            .order_by(col(PendingChange.id))
+            .limit(limit)
+        ).all()
+        for change_id in due:
+            if change_id is not None and transition(
+                session, change_id, OPEN, "expired", now, reason="not confirmed in time"
+            ):
+                record_audit(
+                    session,
+                    actor="system",
+                    action="change.expired",
+                    subject=_subject(change_id),
+                    now=now,
+                    details={"reason": "not confirmed in time"},
+                )
+                expired.append(change_id)
+    return expired
+
+
+# -- the gate ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfirmOutcome:
+    """What a confirmation did. `outcome` is the change's status after it, or `wrong_code`."""
+
+    change: PendingChange
+    outcome: str
+    message: str
+
+
+SEALED_KEY = "fernet"
+
+
+def seal_values(cipher: MultiFernet, values: Mapping[str, Any]) -> dict[str, str]:
+    """Proposed values (a new IBAN, a bank account number) are stored encrypted at rest."""
+    plain = json.dumps(dict(values), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return {SEALED_KEY: cipher.encrypt(plain).decode("ascii")}
+
+
+def open_values(cipher: MultiFernet, stored: Mapping[str, Any]) -> dict[str, Any]:
+    token = stored.get(SEALED_KEY)
+    if not isinstance(token, str) or len(stored) != 1:
+        return dict(stored)  # written before values were sealed
+    try:
+        values: dict[str, Any] = json.loads(cipher.decrypt(token.encode("ascii")))
+    except InvalidToken as exc:
+        raise ChangeConfigError(
+            "none of the configured keys decrypts this change's values (a key was removed before "
+            "`credentials rotate-key`, or the wrong key is set)"
+        ) from exc
+    return values
+
+
+class ChangeGate:
+    """Propose and confirm changes. One per request is fine: it holds only references."""
+
+    def __init__(
+        self, *, settings: Settings, clock: Clock, db: Engine, bc: BCClient, twilio: TwilioClient
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.db = db
+        self.bc = bc
+        self.twilio = twilio
+        self._cipher: MultiFernet | None = None
+
+    @property
+    def cipher(self) -> MultiFernet:
+        """The credential keys also seal proposed values; without a key no change is accepted."""
+        if self._cipher is None:
+            try:
+                self._cipher = cipher_for(load_keys(self.settings))
+            except CredentialError as exc:
+                raise ChangeConfigError(f"proposed values are stored encrypted: {exc}") from exc
+        return self._cipher
+
+    def values_of(self, change: PendingChange) -> dict[str, Any]:
+        return open_values(self.cipher, change.changes)
+
+    @classmethod
+    def from_services(cls, services: Any) -> ChangeGate:
+        return cls(
+            settings=services.settings,
+            clock=services.clock,
+            db=services.db,
+            bc=services.bc,
+            twilio=services.twilio,
+        )
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # SQLite writers wait for the lock (BEGIN IMMEDIATE): never block the event loop on it.
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def _audit(self, change_id: int | None, action: str, actor: str, **details: Any) -> None:
+        with session_scope(self.db) as session:
+            record_audit(
+                session,
+                actor=actor,
+                action=action,
+                subject=_subject(change_id),
+                now=self.clock.now(),
+                details=details,
+            )
+
+    def _move(
+        self, change_id: int, from_: Collection[str], to: str, actor: str, action: str, **values: Any
+    ) -> bool:
+        """A conditional transition and its audit entry, in one transaction."""
+        now = self.clock.now()
+        with session_scope(self.db) as session:
+            moved = transition(session, change_id, from_, to, now, **values)
+            if moved:
+                details = {"status": to}
+                if values.get("reason"):
+                    details["reason"] = values["reason"]
+                record_audit(
+                    session, actor=actor, action=action, subject=_subject(change_id), now=now, details=details
+                )
+        if moved:
+            log.info(action, change_id=change_id, status=to)
+        return moved
+
+    def _reclaim_write(self, change_id: int, actor: str) -> bool:
+        """writing -> approved when the write's lease ran out (its process died); audited."""
+        now = self.clock.now()
+        cutoff = now - timedelta(seconds=self.settings.changes.write_lease_seconds)
+        reason = "the previous write was interrupted before its outcome was recorded"
+        with session_scope(self.db) as session:
+            result = session.execute(
+                sa.update(PendingChange)
+                .where(
+                    col(PendingChange.id) == change_id,
+                    col(PendingChange.status) == "writing",
+                    col(PendingChange.updated_at) < cutoff,
+                )
+                .values(status="approved", updated_at=now, reason=reason)
+            )
+            moved = getattr(result, "rowcount", 0) == 1
+            if moved:
+                record_audit(
+                    session,
+                    actor=actor,
+                    action="change.write_interrupted",
+                    subject=_subject(change_id),
+                    now=now,
+                    details={"status": "approved", "reason": reason},
+                )
+        if moved:
+            log.warning("change.write_interrupted", change_id=change_id)
+        return bool(moved)
+
+    def _load(self, change_id: int) -> PendingChange:
+        with read_scope(self.db) as session:
+            change = get_change(session, change_id)
+            session.expunge_all()  # read_scope rolls back, which would expire the loaded row
+        if change is None:
+            raise ChangeNotFoundError(f"no change with id {change_id}")
+        return change
+
+    # -- propose ------------------------------------------------------------------------------------
+
+    async def propose(self, request: ChangeRequest) -> PendingChange:
+        valid = validate_request(self.settings, request)
+        record = await self._read_record(valid)
+        etag = record.odata_etag
+        if not etag:
+            raise UpstreamError("BC returned the record without @odata.etag; it cannot be written safely")
+        current = record.to_json()
+        if all(str(current.get(name)) == value for name, value in valid.changes.items()):
+            raise ChangeInputError("changes", "the record already holds these values; nothing to change")
+        # Twilio Verify re-sends the SAME verification (same SID, same code) to a number that has one
+        # pending (twilio-api.md section 4), so one code would approve two changes: one open change
+        # per approver.
+        await self._db(expire_due, self.db, self.clock.now())
+        waiting = await self._db(self._open_change_for, valid.approver)
+        if waiting is not None:
+            raise ChangeStateError(
+                f"approver {mask_phone(valid.approver)} already has change {waiting} waiting for a code; "
+                "confirm it or let it expire before proposing another"
+            )
+        change = await self._db(self._insert, valid, etag)
+        assert change.id is not None
+        try:
+            verification = await self.twilio.start_verification(valid.approver, channel=valid.channel)
+        except DeliveryError as exc:
+            reason = f"verification not started: {exc}"
+            await self._db(
+                self._move, change.id, ("new",), "failed", "system", "change.failed", reason=reason
+            )
+            if isinstance(exc, InvalidRequestError):
+                raise ChangeInputError("approver", f"Twilio Verify refused it: {exc.message}") from exc
+            raise UpstreamError(f"Twilio Verify: {exc}") from exc
+        try:
+            await self._db(
+                self._move,
+                change.id,
+                ("new",),
+                "pending",
+                "system",
+                "change.verification_started",
+                verification_sid=verification.sid,
+            )
+        except sa.exc.IntegrityError:
+            # A proposal for the same approver raced this one and owns this verification (and code).
+            reason = "another change for this approver owns the verification Twilio returned"
+            await self._db(
+                self._move, change.id, ("new",), "failed", "system", "change.failed", reason=reason
+            )
+            raise ChangeStateError(
+                f"change {change.id} not started: {reason}; propose it again later"
+            ) from None
+        return self._load(change.id)
+
+    def _open_change_for(self, approver: str) -> int | None:
+        with read_scope(self.db) as session:
+            found: int | None = session.exec(
+                select(PendingChange.id)
+                .where(col(PendingChange.approver) == approver, col(PendingChange.status).in_(OPEN))
+                .order_by(col(PendingChange.id))
+                .limit(1)
+            ).first()
+        return found
+
+    async def _read_record(self, valid: ValidatedChange) -> BCRecord:
+        try:
+            record: BCRecord = await self.bc.get_record(valid.entity_set, valid.company_id, valid.record_id)
+        except NotFoundError as exc:
+            raise ChangeInputError(
+                "record_id",
+                f"BC has no {valid.entity} record {valid.record_id} in company {valid.company_id}",
+            ) from exc
+        except BCError as exc:
+            raise UpstreamError(f"Business Central: {exc}") from exc
+        return record
+
+    def _insert(self, valid: ValidatedChange, etag: str) -> PendingChange:
+        now = self.clock.now()
+        change = PendingChange(
+            company_id=valid.company_id,
+            entity=valid.entity,
+            record_id=valid.record_id,
+            changes=seal_values(self.cipher, valid.changes),
+            etag=etag,
+            approver=valid.approver,
+            approver_role=valid.approver_role,
+            channel=valid.channel,
+            status="new",
+            max_attempts=self.settings.changes.max_attempts,
+            requested_by=valid.requested_by,
+            created_at=now,
+            expires_at=now + timedelta(minutes=self.settings.changes.expiry_minutes),
+            updated_at=now,
+        )
+        with session_scope(self.db) as session:
+            session.add(change)
+            session.flush()
+            record_audit(
+                session,
+                actor=valid.requested_by,
+                action="change.proposed",
+                subject=_subject(change.id),
+                now=now,
+                details={
+                    "entity": valid.entity,
+                    "company_id": valid.company_id,
+                    "record_id": valid.record_id,
+                    "fields": {name: mask_value(value) for name, value in valid.changes.items()},
+                    "approver": mask_phone(valid.approver),
+                    "approver_role": valid.approver_role,
+                    "channel": valid.channel,
+                },
+            )
+        log.info(
+            "change.proposed",
+            change_id=change.id,
+            entity=valid.entity,
+            fields=sorted(valid.changes),
+            approver=mask_phone(valid.approver),
+        )
+        return change
+
+    # -- confirm ------------------------------------------------------------------------------------
+
+    async def confirm(self, change_id: int, code: str, *, actor: str | None = None) -> ConfirmOutcome:
+        if not _CODE.fullmatch(code.strip()):
+            raise ChangeInputError("code", "expected the 4-10 digit code sent to the approver")
+        await self._db(expire_due, self.db, self.clock.now())
+        holder = f"confirm:{uuid.uuid4().hex}"
+        if not await self._db(self._lease, change_id, holder, True):
+            raise ChangeStateError(f"change {change_id} is being confirmed by another request; try again")
+        try:
+            return await self._confirm(change_id, code, actor)
+        finally:
+            await self._db(self._lease, change_id, holder, False)
+
+    def _lease(self, change_id: int, holder: str, take: bool) -> bool:
+        """One confirmation per change at a time, across processes. Without it, a request whose
+        check answers 20404 (because a racing request's check was just approved) could record
+        `code_expired` before the approved one records `approved`."""
+        with session_scope(self.db) as session:
+            if take:
+                # The same bound as a 'writing' change: past it the confirmer is taken for dead (a
+                # crash mid-write), so a retried confirmation is not locked out for longer.
+                ttl = timedelta(seconds=self.settings.changes.write_lease_seconds)
+                grant = acquire_lease(session, f"change:{change_id}", holder, now=self.clock.now(), ttl=ttl)
+                return grant is not None
+            return release_lease(session, f"change:{change_id}", holder)
+
+    async def _confirm(self, change_id: int, code: str, actor: str | None) -> ConfirmOutcome:
+        change = self._load(change_id)
+        who = actor or f"approver {mask_phone(change.approver)}"
+        if change.status == "expired":
+            return ConfirmOutcome(change, "expired", "the change was not confirmed in time; propose it again")
+        if change.status == "approved":
+            # A previous write failed for a reason on BC's side: the approval stands, try the write again.
+            return await self._write(change, who)
+        if change.status == "writing":
+            # The process that claimed the write died before recording its outcome. After the write
+            # lease the approval stands again and the write is retried with the SAME If-Match etag,
+            # so BC applies it at most once: if the first PATCH went through, BC refuses the stale
+            # etag (409) and _already_applied finds the approved values there.
+            if not await self._db(self._reclaim_write, change_id, who):
+                raise ChangeStateError(
+                    f"change {change_id} is being written to Business Central; try again in a minute"
+                )
+            return await self._write(self._load(change_id), who)
+        if change.status != "pending" or change.verification_sid is None:
+            raise ChangeStateError(
+                f"change {change_id} is '{change.status}'; only a pending change can be confirmed"
+            )
+        try:
+            check = await self.twilio.check_verification(
+                code.strip(), verification_sid=change.verification_sid
+            )
+        except VerificationNotFoundError:
+            # Approved or expired verifications are soft-deleted: 20404 (twilio-api.md section 4).
+            reason = "the code expired or was already used (Twilio 20404)"
+            return await self._end(
+                change_id, ("pending",), "code_expired", who, reason, reason + "; propose the change again"
+            )
+        except VerificationLimitError as exc:
+            reason = f"too many attempts (Twilio {exc.code})"
+            return await self._end(change_id, ("pending",), "rejected", who, reason, reason)
+        except DeliveryError as exc:
+            await self._db(self._audit, change_id, "change.check_error", who, error=str(exc))
+            raise UpstreamError(f"Twilio Verify: {exc}; the change is still pending, try again") from exc
+        if check.approved:
+            if not await self._db(self._move, change_id, ("pending",), "approved", who, "change.approved"):
+                current = self._load(change_id)
+                raise ChangeStateError(f"change {change_id} is '{current.status}'; it was decided meanwhile")
+            return await self._write(self._load(change_id), who)
+        if check.status == "pending":
+            outcome = await self._db(self._wrong_code, change_id, who)
+            if outcome.outcome == "rejected":
+                await self._cancel(change.verification_sid)
+            return outcome
+        status = {"expired": "code_expired", "max_attempts_reached": "rejected"}.get(check.status, "failed")
+        reason = f"Twilio Verify answered '{check.status}'"
+        return await self._end(change_id, ("pending",), status, who, reason, reason)
+
+    async def _end(
+        self, change_id: int, from_: Collection[str], to: str, who: str, reason: str, message: str
+    ) -> ConfirmOutcome:
+        """Record an ending; if another request decided the change first, say so instead."""
+        if not await self._db(self._move, change_id, from_, to, who, f"change.{to}", reason=reason):
+            current = self._load(change_id)
+            raise ChangeStateError(f"change {change_id} is '{current.status}'; it was decided meanwhile")
+        return ConfirmOutcome(self._load(change_id), to, message)
+
+    async def _cancel(self, verification_sid: str) -> None:
+        """Close the verification at Twilio once we stopped accepting codes (best effort)."""
+        try:
+            await self.twilio.cancel_verification(verification_sid)
+        except DeliveryError as exc:
+            log.warning("change.cancel_failed", error=str(exc))
+
+    def _wrong_code(self, change_id: int, who: str) -> ConfirmOutcome:
+        now = self.clock.now()
+        with session_scope(self.db) as session:
+            counted = session.execute(
+                sa.update(PendingChange)
+                .where(col(PendingChange.id) == change_id, col(PendingChange.status) == "pending")
+                .values(attempts=col(PendingChange.attempts) + 1, updated_at=now)
+            )
+            change = get_change(session, change_id)
+            assert change is not None
+            session.refresh(change)
+            if getattr(counted, "rowcount", 0) != 1:
+                raise ChangeStateError(f"change {change_id} is '{change.status}'; it was decided meanwhile")
+            record_audit(
+                session,
+                actor=who,
+                action="change.code_wrong",
+                subject=_subject(change_id),
+                now=now,
+                details={"attempts": change.attempts, "max_attempts": change.max_attempts},
+            )
+            rejected = change.attempts >= change.max_attempts and transition(
+                session, change_id, ("pending",), "rejected", now, reason="too many wrong codes"
+            )
+            if rejected:
+                record_audit(
+                    session,
+                    actor=who,
+                    action="change.rejected",
+                    subject=_subject(change_id),
+                    now=now,
+                    details={"status": "rejected", "reason": "too many wrong codes"},
+                )
+                session.refresh(change)
+        log.info("change.code_wrong", change_id=change_id, attempts=change.attempts)
+        if rejected:
+            return ConfirmOutcome(change, "rejected", "too many wrong codes; propose the change again")
+        left = change.max_attempts - change.attempts
+        return ConfirmOutcome(change, "wrong_code", f"wrong code; {left} attempt(s) left")
+
+    async def _write(self, change: PendingChange, who: str) -> ConfirmOutcome:
+        assert change.id is not None
+        change_id = change.id
+        # The claim: only one caller moves approved -> writing; everyone else sees it taken.
+        if not await self._db(self._move, change_id, ("approved",), "writing", who, "change.writing"):
+            current = self._load(change_id)
+            raise ChangeStateError(
+                f"change {change_id} is '{current.status}'; it is not waiting to be written"
+            )
+        entity_set = entity_set_for(self.settings, change.entity)
+        crash_point("change.approved")
+        try:
+            written = await self.bc.patch_record(
+                entity_set, change.company_id, change.record_id, self.values_of(change), etag=change.etag
+            )
+        except EntityChangedError:
+            if await self._already_applied(entity_set, change):
+                # A retried PATCH whose first try went through (BC then refuses the old etag).
+                return await self._written(change_id, who, None, "BC already holds the approved values")
+            reason = "the record changed in BC after the change was proposed (409 Request_EntityChanged)"
+            return await self._end(
+                change_id,
+                ("writing",),
+                "conflict",
+                who,
+                reason,
+                reason + "; propose it again on the new version",
+            )
+        except PermanentBCError as exc:
+            reason = f"BC refused the write: {exc}"
+            return await self._end(change_id, ("writing",), "failed", who, reason, reason)
+        except BCError as exc:
+            # BC busy or unreachable: the approval stands; confirming again retries the write.
+            reason = f"BC unavailable: {exc}"
+            await self._db(
+                self._move, change_id, ("writing",), "approved", who, "change.write_deferred", reason=reason
+            )
+            raise UpstreamError(reason + "; the approval stands, confirm again to retry the write") from exc
+        crash_point("change.patched")
+        return await self._written(change_id, who, written.odata_etag, "written to Business Central")
+
+    async def _written(self, change_id: int, who: str, etag: str | None, message: str) -> ConfirmOutcome:
+        await self._db(
+            self._move,
+            change_id,
+            ("writing",),
+            "written",
+            who,
+            "change.written",
+            result_etag=etag,
+            written_at=self.clock.now(),
+            reason=None,
+        )
+        return ConfirmOutcome(self._load(change_id), "written", message)
+
+    async def _already_applied(self, entity_set: EntitySet[Any], change: PendingChange) -> bool:
+        try:
+            record = await self.bc.get_record(entity_set, change.company_id, change.record_id)
+        except BCError:
+            return False
+        current = record.to_json()
+        return all(str(current.get(name)) == str(value) for name, value in self.values_of(change).items())
+
+
+def change_summary(change: PendingChange, values: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The change as the API and CLI show it; `values` are its opened values (ChangeGate.values_of)."""
+    return {
+        "id": change.id,
+        "status": change.status,
+        "entity": change.entity,
+        "company_id": change.company_id,
+        "record_id": change.record_id,
+        "changes": dict(values),
+        "approver": change.approver,
+        "approver_role": change.approver_role,
+        "channel": change.channel,
+        "attempts": change.attempts,
+        "max_attempts": change.max_attempts,
+        "requested_by": change.requested_by,
+        "reason": change.reason,
+        "created_at": change.created_at,
+        "expires_at": change.expires_at,
+        "updated_at": change.updated_at,
+        "written_at": change.written_at,
+    }

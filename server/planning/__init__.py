@@ -1,0 +1,1 @@
+"""BC records in, outbox rows out: notifications, fetcher, sweep, poller, subscriptions, reminders."""

@@ -1,0 +1,1 @@
+"""Process plumbing below everything else: clock, logs, crash points, loop lag, the worker loop, retries."""

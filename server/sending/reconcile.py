@@ -1,0 +1,332 @@
+"""Reconciliation: what happened to a send whose outcome we do not know?
+
+A job is 'unknown' when the create call left us but no answer came back (read timeout, dropped
+connection, a gateway 502/504), or when a worker died while 'submitting' (store.outbox
+recover_stale_submissions). Twilio may hold the message, so resending blindly could text a customer
+twice. Instead:
+
+- SMS: list the account's Messages to the recipient sent since the submit day (Twilio filters by UTC
+  day only) and look for ours: same To and Body, created after our submit (less a clock-skew
+  margin), not a SID another job already owns. Twilio's Message resource does not echo our
+  StatusCallback, so the job id cannot be matched; the status callback, which does carry it
+  (?job=...), may reconcile the job first through apply_status.
+  Found -> mark_sent with that SID. Not found -> wait out a grace period (the list can lag the
+  create), then requeue for a real send (it certainly never reached Twilio, or we would see it).
+- Voice: the client has no Calls list, so only the call's status callbacks (we ask for
+  'initiated', sent as soon as Twilio places the call) can tell. With no callback after a longer
+  grace period the job is marked failed with code 'outcome-unknown' and logged loudly for a
+  person to check: a second phone call is worse than a missing one, so it is never re-placed blind.
+- A job already carrying a SID is looked up directly (fetch_message / fetch_call).
+- Lost status callbacks: Twilio retries a callback once (twilio-api.md 5.4), so callbacks sent while
+  the service was down are gone. A send still queued/sending/sent `status_poll_after_seconds` after
+  its last update (and younger than `status_poll_max_age_hours`) is fetched by SID and its status
+  applied like a callback's, so every send reaches a final status in the audit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from server.runtime.logs import get_logger
+from server.services import Services
+from server.settings import Settings
+from server.store import outbox
+from server.store.db import session_scope
+from server.store.states import Channel, EventSource, MessageStatus
+from server.store.tables import MessageEvent, OutboxMessage
+from server.twilio.errors import DeliveryError
+from server.twilio.models import MessageRecord
+
+log = get_logger("ml_connector.reconcile")
+
+OUTCOME_UNKNOWN_CODE = "outcome-unknown"
+
+
+@dataclass(frozen=True)
+class ReconcilePolicy:
+    grace_seconds: float = 120.0  # how long Twilio's Messages list may lag a create
+    voice_grace_seconds: float = 900.0  # a placed call's 'initiated' callback comes long before this
+    clock_skew_seconds: float = 300.0  # Twilio's date_created versus our clock
+    interval_seconds: float = 10.0  # at most one pass per interval (clock time)
+    batch_size: int = 20
+    lease_seconds: float = 300.0
+    max_pages: int = 20
+    page_size: int = 50
+    status_poll_after_seconds: float = 3600.0
+    status_poll_max_age_seconds: float = 72 * 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReconcilePolicy:
+        return cls(
+            grace_seconds=settings.reconcile_grace_seconds,
+            interval_seconds=settings.reconcile_interval_seconds,
+            status_poll_after_seconds=settings.status_poll_after_seconds,
+            status_poll_max_age_seconds=settings.status_poll_max_age_hours * 3600.0,
+        )
+
+
+class Outcome(StrEnum):
+    FOUND = "found"
+    REQUEUED = "requeued"
+    WAITING = "waiting"
+    FAILED = "failed"
+
+
+def submitted_at(session: Session, message: OutboxMessage) -> datetime:
+    """When the last create call for this job began (its latest 'submitting' event)."""
+    at = session.exec(
+        select(MessageEvent.at)
+        .where(MessageEvent.job_id == message.job_id, MessageEvent.status == MessageStatus.SUBMITTING.value)
+        .order_by(col(MessageEvent.id).desc())
+        .limit(1)
+    ).first()
+    return at or message.updated_at
+
+
+def sids_owned_elsewhere(session: Session, sids: Sequence[str], job_id: str) -> set[str]:
+    if not sids:
+        return set()
+    rows = session.exec(
+        select(OutboxMessage.twilio_sid).where(
+            col(OutboxMessage.twilio_sid).in_(list(sids)), OutboxMessage.job_id != job_id
+        )
+    ).all()
+    return {s for s in rows if s}
+
+
+def is_ours(record: MessageRecord, message: OutboxMessage, *, since: datetime, sender: str | None) -> bool:
+    """Could `record` be the message this job created at or after `since`?"""
+    if record.to != message.recipient or (record.body or "") != message.body:
+        return False
+    if record.direction is not None and not record.direction.startswith("outbound"):
+        return False
+    if sender and record.from_ and record.from_ != sender:
+        return False
+    return record.date_created is None or record.date_created >= since
+
+
+class Reconciler:
+    """Resolves 'unknown' jobs. Run from the dispatcher's run_once (or on its own)."""
+
+    def __init__(self, services: Services, policy: ReconcilePolicy | None = None) -> None:
+        self.services = services
+        self.policy = policy or ReconcilePolicy.from_settings(services.settings)
+        self.worker_id = f"{services.instance_id}:reconcile"
+        self._next_pass: datetime | None = None
+
+    def due(self, now: datetime) -> bool:
+        return self._next_pass is None or now >= self._next_pass
+
+    async def run_once(self, *, force: bool = False) -> int:
+        """One pass over claimable 'unknown' jobs; returns how many were resolved (found/requeued/failed)."""
+        now = self.services.clock.now()
+        if not force and not self.due(now):
+            return 0
+        self._next_pass = now + timedelta(seconds=self.policy.interval_seconds)
+        batch = await asyncio.to_thread(self._claim, now)
+        resolved = 0
+        for message in batch:
+            try:
+                outcome = await self.reconcile(message)
+            except DeliveryError as exc:
+                # Twilio unreachable or refusing: leave the rest for the next pass.
+                log.warning("reconcile: cannot ask Twilio now", job=message.job_id, error=str(exc))
+                await asyncio.to_thread(self._release, [m.job_id for m in batch])
+                break
+            if outcome is not Outcome.WAITING:
+                resolved += 1
+        return resolved + await self.poll_statuses(now)
+
+    # -- lost callbacks ----------------------------------------------------------------------------
+
+    def _stale_in_flight(self, now: datetime) -> list[OutboxMessage]:
+        quiet_since = now - timedelta(seconds=self.policy.status_poll_after_seconds)
+        oldest = now - timedelta(seconds=self.policy.status_poll_max_age_seconds)
+        in_flight = [s.value for s in (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SENT)]
+        with session_scope(self.services.db) as session:
+            rows = session.exec(
+                select(OutboxMessage)
+                .where(
+                    col(OutboxMessage.status).in_(in_flight),
+                    col(OutboxMessage.twilio_sid).is_not(None),
+                    col(OutboxMessage.updated_at) < quiet_since,
+                    col(OutboxMessage.created_at) >= oldest,
+                )
+                .order_by(col(OutboxMessage.updated_at))
+                .limit(self.policy.batch_size)
+            ).all()
+            session.expunge_all()
+            return list(rows)
+
+    async def poll_statuses(self, now: datetime) -> int:
+        """Look up sends whose callbacks stopped coming; returns how many moved to a later status."""
+        moved = 0
+        for message in await asyncio.to_thread(self._stale_in_flight, now):
+            assert message.twilio_sid is not None
+            try:
+                if message.channel == Channel.VOICE:
+                    status = (await self.services.twilio.fetch_call(message.twilio_sid)).status
+                else:
+                    status = (await self.services.twilio.fetch_message(message.twilio_sid)).status
+            except DeliveryError as exc:
+                log.warning("reconcile: status lookup failed", job=message.job_id, error=str(exc))
+                break
+            moved += await asyncio.to_thread(self._apply_polled, message, status)
+        return moved
+
+    def _apply_polled(self, message: OutboxMessage, status: str) -> bool:
+        now = self.services.clock.now()
+        assert message.twilio_sid is not None
+        with session_scope(self.services.db) as session:
+            advanced = outbox.apply_status(
+                session, twilio_status=status, now=now, sid=message.twilio_sid, source=EventSource.RECONCILE
+            )
+            if not advanced:
+                # Nothing new at Twilio (e.g. 'sent' with no delivery receipt): look again later, not
+                # on every pass.
+                session.execute(
+                    sa.update(OutboxMessage)
+                    .where(col(OutboxMessage.job_id) == message.job_id)
+                    .values(updated_at=now)
+                )
+        if advanced:
+            log.info("reconcile: status caught up from Twilio", job=message.job_id, status=status)
+        return advanced
+
+    def _claim(self, now: datetime) -> list[OutboxMessage]:
+        with session_scope(self.services.db) as session:
+            return outbox.claim_unknown(
+                session,
+                self.worker_id,
+                now=now,
+                limit=self.policy.batch_size,
+                lease_seconds=self.policy.lease_seconds,
+            )
+
+    def _release(self, job_ids: Sequence[str]) -> None:
+        now = self.services.clock.now()
+        with session_scope(self.services.db) as session:
+            for job_id in job_ids:
+                outbox.release_claim(session, job_id, self.worker_id, now=now)
+
+    async def reconcile(self, message: OutboxMessage) -> Outcome:
+        twilio = self.services.twilio
+        if message.twilio_sid:
+            if message.channel == Channel.VOICE:
+                call = await twilio.fetch_call(message.twilio_sid)
+                return await asyncio.to_thread(self._found, message, call.sid, call.status)
+            record = await twilio.fetch_message(message.twilio_sid)
+            return await asyncio.to_thread(self._found, message, record.sid, record.status)
+
+        def read_since() -> datetime:
+            with session_scope(self.services.db) as session:
+                return submitted_at(session, message)
+
+        since = await asyncio.to_thread(read_since)
+        now = self.services.clock.now()
+        waited = (now - since).total_seconds()
+        if message.channel == Channel.VOICE:
+            if waited < self.policy.voice_grace_seconds:
+                await asyncio.to_thread(self._release, [message.job_id])
+                return Outcome.WAITING
+            log.error(
+                "reconcile: call outcome unknown and no status callback came; not re-placing it",
+                job=message.job_id,
+                waited_seconds=int(waited),
+            )
+            await asyncio.to_thread(self._fail_unknown, message, now)
+            return Outcome.FAILED
+
+        found = await self.find_message(message, since)
+        if found is not None:
+            return await asyncio.to_thread(self._found, message, found.sid, found.status)
+        if waited < self.policy.grace_seconds:
+            await asyncio.to_thread(self._release, [message.job_id])
+            return Outcome.WAITING
+        await asyncio.to_thread(self._requeue, message, now, waited)
+        return Outcome.REQUEUED
+
+    async def find_message(self, message: OutboxMessage, since: datetime) -> MessageRecord | None:
+        """The oldest Message at Twilio that matches this job and no other job owns, or None."""
+        if not message.recipient:
+            return None
+        cutoff = since - timedelta(seconds=self.policy.clock_skew_seconds)
+        settings = self.services.settings.twilio
+        sender = settings.from_number or None
+        candidates: list[MessageRecord] = []
+        seen = 0
+        async for record in self.services.twilio.list_messages(
+            to=message.recipient,
+            date_sent_after=cutoff.astimezone(UTC).date(),
+            page_size=self.policy.page_size,
+        ):
+            seen += 1
+            if record.date_created is not None and record.date_created < cutoff:
+                break  # newest first: everything further is older than our submit
+            if is_ours(record, message, since=cutoff, sender=sender):
+                candidates.append(record)
+            if seen >= self.policy.max_pages * self.policy.page_size:
+                log.warning("reconcile: stopped listing after the page limit", job=message.job_id)
+                break
+        if not candidates:
+            return None
+
+        def owned() -> set[str]:
+            with session_scope(self.services.db) as session:
+                return sids_owned_elsewhere(session, [c.sid for c in candidates], message.job_id)
+
+        taken = await asyncio.to_thread(owned)
+        free = [c for c in candidates if c.sid not in taken]
+        return free[-1] if free else None  # listed newest first: the last is the closest to our submit
+
+    def _found(self, message: OutboxMessage, sid: str, status: str) -> Outcome:
+        now = self.services.clock.now()
+        with session_scope(self.services.db) as session:
+            outbox.mark_sent(
+                session, message.job_id, sid=sid, twilio_status=status, now=now, source=EventSource.RECONCILE
+            )
+            outbox.release_claim(session, message.job_id, self.worker_id, now=now)
+        log.info("reconcile: found the message at Twilio", job=message.job_id, sid=sid, status=status)
+        return Outcome.FOUND
+
+    def _requeue(self, message: OutboxMessage, now: datetime, waited: float) -> None:
+        limit = self.services.settings.max_send_attempts
+        with session_scope(self.services.db) as session:
+            if message.attempts >= limit:
+                outbox.mark_failed(
+                    session,
+                    message.job_id,
+                    code=OUTCOME_UNKNOWN_CODE,
+                    message=f"not found at Twilio after {message.attempts} attempt(s); giving up",
+                    now=now,
+                    source=EventSource.RECONCILE,
+                )
+                log.error("reconcile: gave up on a job never found at Twilio", job=message.job_id)
+                return
+            outbox.requeue(
+                session,
+                message.job_id,
+                next_attempt_at=now,
+                now=now,
+                detail=f"not found at Twilio {int(waited)}s after submit: sending again",
+                source=EventSource.RECONCILE,
+            )
+        log.warning("reconcile: message not at Twilio, requeued for a real send", job=message.job_id)
+
+    def _fail_unknown(self, message: OutboxMessage, now: datetime) -> None:
+        with session_scope(self.services.db) as session:
+            outbox.mark_failed(
+                session,
+                message.job_id,
+                code=OUTCOME_UNKNOWN_CODE,
+                message="call outcome unknown: no status callback; check Twilio before calling again",
+                now=now,
+                source=EventSource.RECONCILE,
+            )

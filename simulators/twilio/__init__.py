@@ -1,0 +1,1 @@
+"""Twilio Messages, Calls, Verify and Accounts, as Twilio's documentation and OpenAPI describe them."""
