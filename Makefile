@@ -40,6 +40,7 @@ sandbox: setup
 lint: setup
 	$(BIN)/ruff check engine server simulators tests bench
 	$(BIN)/ruff format --check engine server simulators tests bench
+	$(BIN)/lint-imports  # the layering contracts in pyproject.toml ([tool.importlinter])
 
 typecheck: setup
 	$(BIN)/mypy
@@ -54,7 +55,7 @@ pytest: setup
 
 test: lint typecheck rules-check pytest
 
-# The benchmarks of issue 9 -> docs/benchmarks.md, a few minutes on 2 cores (bench/__main__.py).
+# The benchmarks -> docs/benchmarks.md, a few minutes on 2 cores (bench/__main__.py).
 # `make bench BENCH_ARGS=--quick` for a fast pass, `BENCH_ARGS="--size issue"` for every size in the issue.
 BENCH_ARGS ?=
 bench: setup
