@@ -1,38 +1,44 @@
 """Pure rules engine: YAML rule files in, validated models, evaluation, planned messages out.
 
 Nothing in this package does network or database I/O; the server package does all of that.
-The public API is re-exported here lazily (importing `engine` stays cheap):
+The public API, imported explicitly here:
 
     load_ruleset(rules_dir, templates_dir=None, *, catalogue=None, default_region=None) -> RuleSet
     evaluate(entity, record, ruleset, now, previous=None, *, event="updated") -> list[PlannedMessage]
     evaluate_detailed(...same...) -> list[RuleOutcome]
+    group_messages(...) -> grouped reminders; make_job_id(parts) -> a stable job id
     lint_paths(paths, *, templates_dir=None, ...) -> LintReport
+    run_rule_test_paths, run_preview_command, diff_rulesets: the rule authors' tools
 """
 
-from __future__ import annotations
+from engine.diagnostics import Diagnostic
+from engine.diff import diff_rulesets
+from engine.evaluate import evaluate, evaluate_detailed
+from engine.grouping import group_messages
+from engine.lint import lint_paths
+from engine.loader import RuleSetError, load_rules, load_ruleset
+from engine.messages import PlannedMessage, RuleOutcome, make_job_id
+from engine.preview import run_preview_command
+from engine.recipients import RecipientTarget
+from engine.ruleset import CompiledRule, RuleSet
+from engine.ruletests import run_rule_test_paths
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "CompiledRule": "engine.ruleset",
-    "RuleSet": "engine.ruleset",
-    "PlannedMessage": "engine.evaluate",
-    "RuleOutcome": "engine.evaluate",
-    "evaluate": "engine.evaluate",
-    "evaluate_detailed": "engine.evaluate",
-    "load_rules": "engine.loader",
-    "load_ruleset": "engine.loader",
-    "RuleSetError": "engine.loader",
-    "lint_paths": "engine.lint",
-    "Diagnostic": "engine.diagnostics",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'engine' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__all__ = [
+    "CompiledRule",
+    "Diagnostic",
+    "PlannedMessage",
+    "RecipientTarget",
+    "RuleOutcome",
+    "RuleSet",
+    "RuleSetError",
+    "diff_rulesets",
+    "evaluate",
+    "evaluate_detailed",
+    "group_messages",
+    "lint_paths",
+    "load_rules",
+    "load_ruleset",
+    "make_job_id",
+    "run_preview_command",
+    "run_rule_test_paths",
+]

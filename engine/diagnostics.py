@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from engine.errors import CODES
+
 Severity = Literal["error", "warning", "info"]
 
 
@@ -315,10 +317,6 @@ _REGISTRY: dict[str, CodeInfo] = {info.code: info for info in _OWN}
 
 def _merge_leaf_codes() -> None:
     """Add the codes raised by engine.expressions/render/phones (engine.errors.CODES)."""
-    try:
-        from engine.errors import CODES
-    except ImportError:  # pragma: no cover - only while the leaf modules are being written
-        return
     for code, (name, summary) in CODES.items():
         existing = _REGISTRY.get(code)
         if existing is not None and existing.name != name:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Literal
 
 from engine.catalogue import Catalogue, default_catalogue
-from engine.evaluate import PlannedMessage, evaluate
+from engine.evaluate import evaluate
+from engine.messages import PlannedMessage
 from engine.preview import Lookup
 from engine.records import InputRecord, iter_records
 from engine.ruleset import RuleSet

@@ -21,8 +21,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from engine.errors import EngineError, TemplateError
-from engine.evaluate import PlannedMessage, make_job_id
 from engine.functions import to_date
+from engine.messages import PlannedMessage, make_job_id
 from engine.model import CHANNELS
 from engine.render import CompiledTemplate, sms_segments
 from engine.ruleset import CompiledRule, RuleSet

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.catalogue import Catalogue, default_catalogue
-from engine.evaluate import RuleOutcome, evaluate_detailed
+from engine.evaluate import evaluate_detailed
+from engine.lint import format_diagnostics
+from engine.loader import load_rules
+from engine.messages import RuleOutcome
 from engine.pauses import Pause, pause_for
 from engine.records import InputRecord, RecordsError, iter_records
 from engine.ruleset import RuleSet
@@ -292,9 +295,6 @@ def run_preview_command(
     pauses: Path | None = None,
 ) -> int:
     """The CLI body: 0 done, 1 rules have errors, 2 could not run (bad input)."""
-    from engine.lint import format_diagnostics
-    from engine.loader import load_rules
-
     try:
         clock = parse_now(now)
     except ValueError as exc:

@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from engine.conditions import Check, CrossingCheck, DaysCheck, Getter, Predicate, compile_predicate
 from engine.model import RuleFile
+from engine.recipients import RecipientTarget
 from engine.render import CompiledTemplate
 from engine.stages import CompiledGroup, CompiledStage, LadderCheck
-
-if TYPE_CHECKING:
-    from engine.planner import FastPlanner
 
 # once_per entries evaluation computes rather than reads from the record.
 _COMPUTED_ONCE_PER = frozenset({"stage", "crossing", "day", "week"})
@@ -25,18 +23,6 @@ _COMPUTED_ONCE_PER = frozenset({"stage", "crossing", "day", "week"})
 
 def _json_text(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
-
-
-@dataclass(frozen=True)
-class RecipientTarget:
-    """One recipient entry of a rule: a field path read per record, or a fixed E.164 number."""
-
-    spec: str  # as written in the rule (a path or a number); part of the job id
-    path: str | None = None
-    getter: Getter | None = None
-    number: str | None = None  # E.164, for fixed numbers
-    # Reads the recipient's country (recipient.region_from) so a national number is read as theirs.
-    region_getter: Getter | None = None
 
 
 @dataclass(frozen=True)
@@ -67,8 +53,7 @@ class CompiledRule:
     # The checks evaluation looks up per fired record, found once.
     _ladder: LadderCheck | None = field(init=False, repr=False, compare=False)
     _stage_check: DaysCheck | None = field(init=False, repr=False, compare=False)
-    _planner_built: bool = field(init=False, repr=False, compare=False)
-    # Canonical JSON (engine.evaluate.make_job_id) of the constant parts of every job id of this rule:
+    # Canonical JSON (engine.messages.make_job_id) of the constant parts of every job id of this rule:
     # '["<id>","<entity>",' and each once_per entry name.
     job_id_head: str = field(init=False, repr=False, compare=False)
     # once_per as (entry, its JSON, the record getter or None for stage/crossing/day/week).
@@ -76,9 +61,6 @@ class CompiledRule:
     once_per_steps: tuple[tuple[str, str, str | None, Getter | None], ...] = field(
         init=False, repr=False, compare=False
     )
-    # The planning step as one generated function (engine.planner), built on first use; None when
-    # the rule's shape is not covered (evaluation then plans through the general path).
-    planner: FastPlanner | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "holds", compile_predicate(self.checks))
@@ -96,17 +78,6 @@ class CompiledRule:
             (c for c in self.checks if isinstance(c, DaysCheck) and c.stages is not None), None
         )
         object.__setattr__(self, "_stage_check", stage_check)
-        object.__setattr__(self, "planner", None)
-        object.__setattr__(self, "_planner_built", False)
-
-    def fast_planner(self) -> FastPlanner | None:
-        """`planner`, compiled on the first call (engine.planner.compile_planner)."""
-        if not self._planner_built:
-            from engine.planner import compile_planner
-
-            object.__setattr__(self, "planner", compile_planner(self))
-            object.__setattr__(self, "_planner_built", True)
-        return self.planner
 
     @property
     def ladder(self) -> LadderCheck | None:
@@ -124,7 +95,7 @@ class CompiledRule:
 
     @property
     def is_reminder(self) -> bool:
-        """A dunning rule (it has a `stages:` ladder): pauses, caps and payment grace apply to it."""
+        """A reminder rule (it has a `stages:` ladder): pauses, caps and payment grace apply to it."""
         return bool(self.stages)
 
     @property

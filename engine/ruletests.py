@@ -32,8 +32,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.diagnostics import Diagnostic
-from engine.evaluate import PlannedMessage, evaluate, evaluate_detailed
+from engine.evaluate import evaluate, evaluate_detailed
 from engine.loader import load_rules, rule_files
+from engine.messages import PlannedMessage
 from engine.model import Event
 from engine.ruleset import RuleSet
 from engine.yamlpos import parse_yaml

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from engine import functions as fn
 from engine.conditions import Check, FieldUse, PredicateCode, make_getter
 from engine.functions import EvaluationContext
+from engine.recipients import RecipientTarget
 from engine.render import CompiledTemplate
-
-if TYPE_CHECKING:
-    from engine.ruleset import RecipientTarget
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,21 @@
-"""Shared helpers for engine tests: compile rules from text with in-memory templates."""
+"""Shared fixtures for the engine tests: rules compiled from text with in-memory templates, and an
+evaluation context over a sample invoice for the leaf modules (expressions, helpers, templates, phones).
+"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine.loader import FileResult, compile_rule_text
+from engine.functions import EvaluationContext
+from engine.loader import load_ruleset
 from engine.render import make_environment
+from engine.rulefile import FileResult, compile_rule_text
 from engine.ruleset import RuleSet
 
 HEADER = "# yaml-language-server: $schema=../schema/rule.schema.json\nversion: 1\n"
@@ -47,6 +54,51 @@ def ruleset_of(compile_rule: Callable[..., FileResult]) -> Callable[..., RuleSet
 
 @pytest.fixture(scope="session")
 def shipped(repo_root: Path) -> RuleSet:
-    from engine.loader import load_ruleset
-
     return load_ruleset(repo_root / "rules", repo_root / "templates")
+
+
+NOW = datetime(2026, 3, 30, 9, 15, tzinfo=UTC)
+TODAY = date(2026, 3, 30)
+
+INVOICE: dict[str, Any] = {
+    "id": "5a0e7c12-9d4b-ef11-8a6b-6045bde9c1a2",
+    "number": "PS-INV104187",
+    "invoiceDate": "2026-02-14",
+    "dueDate": "2026-03-16",
+    "promisedPayDate": "0001-01-01",
+    "customerName": "Northwind Outdoor Supply",
+    "currencyCode": "USD",
+    "remainingAmount": 5328.6,
+    "totalAmountExcludingTax": 4980.0,
+    "totalTaxAmount": 348.6,
+    "totalAmountIncludingTax": 5328.6,
+    "discountAmount": 0,
+    "status": "Open",
+    "lastModifiedDateTime": "2026-03-29T18:02:44.107Z",
+    "phoneNumber": "503-555-0142",
+    "customer": {"number": "C00420", "blocked": " ", "balanceDue": 12000.5, "creditLimit": 10000},
+    "tags": ["key-account", "net30"],
+}
+
+ContextFactory = Callable[..., EvaluationContext]
+
+
+@pytest.fixture
+def make_ctx() -> ContextFactory:
+    def factory(
+        record: Mapping[str, Any] | None = None,
+        previous: Mapping[str, Any] | None = None,
+        *,
+        now: datetime = NOW,
+        today: date = TODAY,
+    ) -> EvaluationContext:
+        return EvaluationContext(
+            record=INVOICE if record is None else record, previous=previous, now=now, today=today
+        )
+
+    return factory
+
+
+@pytest.fixture
+def invoice() -> dict[str, Any]:
+    return copy.deepcopy(INVOICE)

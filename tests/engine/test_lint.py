@@ -10,8 +10,8 @@ import pytest
 
 from engine.diagnostics import explain, registry
 from engine.lint import format_diagnostics, lint_paths
-from engine.loader import compile_rule_file
 from engine.render import make_environment
+from engine.rulefile import compile_rule_file
 
 CASES = Path(__file__).with_name("lint_cases")
 EXPECT = re.compile(r"^# expect: (ML\d{3}) (\d+)$", re.M)

@@ -9,8 +9,9 @@ import jsonschema
 import pytest
 import yaml
 
-from engine.loader import RuleSetError, compile_rule_text, load_ruleset
+from engine.loader import RuleSetError, load_ruleset
 from engine.model import rule_json_schema, rule_json_schema_text
+from engine.rulefile import compile_rule_text
 from engine.yamlpos import parse_yaml
 
 

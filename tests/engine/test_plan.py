@@ -1,8 +1,9 @@
-"""evaluate's fast paths give what the slow, general ones give.
+"""Planning (engine.plan) and what evaluation builds directly give what the general forms give.
 
 The compiled rule predicate against the checks run one by one, the reason of a fired rule against
 `explain`, the job id against `make_job_id`, the message object against the dataclass constructor,
-and whole planned messages on the shipped rules against the Jinja render of `template_context`.
+whole planned messages on the shipped rules against the render of `template_context`, and
+evaluate against engine.plan's messages on rules of every shape.
 """
 
 from __future__ import annotations
@@ -17,17 +18,10 @@ from decimal import Decimal
 from typing import Any
 
 from engine.conditions import run_test
-from engine.evaluate import (
-    PlannedMessage,
-    _dedupe,
-    _job_id,
-    _new_message,
-    evaluate,
-    evaluate_detailed,
-    make_job_id,
-    template_context,
-)
+from engine.evaluate import evaluate, evaluate_detailed
 from engine.functions import EvaluationContext
+from engine.messages import PlannedMessage, make_job_id, new_message
+from engine.plan import dedupe, job_id, plan, template_context
 from engine.render import sms_segments
 from engine.ruleset import RuleSet
 
@@ -146,7 +140,7 @@ def test_job_id_written_directly_matches_make_job_id(shipped: RuleSet) -> None:
     for record_id, due, stage in itertools.product(values, values, [7, -3, None]):
         record = {"id": record_id, "dueDate": due}
         ctx = EvaluationContext(record=record, previous=None, now=NOW, today=TODAY)
-        parts, key, parts_json = _dedupe(rule, ctx, stage)
+        parts, key, parts_json = dedupe(rule, ctx, stage)
         assert parts == [["id", record_id], ["dueDate", due], ["stage", stage]]
         assert (
             key
@@ -159,7 +153,7 @@ def test_job_id_written_directly_matches_make_job_id(shipped: RuleSet) -> None:
         for spec in ("customer.phoneNumber", "+1 503 555 0177"):
             identity = str(record_id) if record_id is not None else ""
             expected = make_job_id([rule.id, rule.entity, identity, parts, spec])
-            assert _job_id(rule, identity, parts, parts_json, spec) == expected
+            assert job_id(rule, identity, parts, parts_json, spec) == expected
             checked += 1
     assert checked == len(values) ** 2 * 3 * 2
 
@@ -171,7 +165,7 @@ def _shown(value: Any) -> str:
 def test_message_built_without_the_constructor_is_the_same_object() -> None:
     fields = {f.name: f"v-{f.name}" for f in dataclasses.fields(PlannedMessage)}
     fields.update(segments=2, stage=7, grace_days=0, record={"id": "a"})
-    made = _new_message(dict(fields))
+    made = new_message(dict(fields))
     built = PlannedMessage(**fields)
     assert made == built
     assert hash(made) == hash(built)
@@ -226,7 +220,7 @@ def test_planned_messages_match_the_general_paths(shipped: RuleSet) -> None:
                 rule.template,
             )
             if message.skip_code != "ML203":
-                body = template._render_jinja(template_context(rule, ctx, stage=message.stage)).strip()
+                body = template.render(template_context(rule, ctx, stage=message.stage)).strip()
                 assert message.body == body
             segments = sms_segments(message.body).segments if message.channel == "sms" else 0
             assert message.segments == segments
@@ -248,7 +242,7 @@ def _stage_recipients(rule: Any, message: PlannedMessage) -> Any:
     return rule.recipients
 
 
-# --- the generated planner (engine.planner) against the general _plan ------------------------------
+# --- evaluate against engine.plan on rules of every shape ------------------------------------------
 
 PLANNER_TEMPLATES = {
     "t.sms.j2": "{{ number }}",
@@ -354,45 +348,25 @@ def planner_records(count: int) -> list[dict[str, Any]]:
     return out
 
 
-def test_generated_planner_plans_what_the_general_path_plans(ruleset_of: Callable[..., RuleSet]) -> None:
-    from engine.evaluate import _context, _number_field, _plan, _record_identity
-
+def test_evaluate_plans_what_plan_plans(ruleset_of: Callable[..., RuleSet]) -> None:
     rules = [ruleset_of(body, templates=PLANNER_TEMPLATES).rules[0] for body in PLANNER_RULES]
-    fast_answers = general_only = 0
+    planned = 0
     for rule in rules:
-        answered = fast_answers
-        planner = rule.fast_planner()
-        assert planner is not None, rule.model.when
         for record in planner_records(2500):
-            ctx = _context(record, None, NOW, rule.timezone)
+            today = NOW.astimezone(rule.timezone).date()
+            ctx = EvaluationContext(record=record, previous=None, now=NOW, today=today)
             if not rule.holds(ctx):
                 continue
-            identity = _record_identity(_number_field(rule.entity), record)
-            expected = _plan(rule, ctx, *identity)[1]
-            fast = planner(ctx, *identity)
-            if fast is None:
-                general_only += 1
-                continue
-            fast_answers += 1
-            assert fast == expected
-            # Field by field, in the same order, the very same values (the record itself included).
-            assert [list(m.__dict__.items()) for m in fast] == [list(m.__dict__.items()) for m in expected]
-            assert all(m.record is record for m in fast)
+            raw_id, raw_number = record.get("id"), record.get("number")
+            identity = (
+                str(raw_id) if raw_id is not None else "",
+                str(raw_number) if raw_number is not None else None,
+            )
+            expected = plan(rule, ctx, *identity)[1]
+            planned += len(expected)
+            assert all(m.record is record for m in expected)
             assert evaluate(rule.entity, record, RuleSet([rule]), NOW, event="sweep") == expected
-        assert fast_answers > answered, rule.model.when
-    # Both paths are exercised: most fired records take the planner, the unusual ones do not.
-    assert fast_answers > 500
-    assert general_only > 100
-
-
-def test_planner_is_built_for_the_shipped_sweep_rules(shipped: RuleSet) -> None:
-    sweep = shipped.rules_for("salesInvoices", "sweep")
-    assert sweep
-    assert all(rule.fast_planner() is not None for rule in sweep)
-    # A crossing's key is left to the general path.
-    crossing = [rule for rule in shipped if "crossing" in rule.once_per]
-    assert crossing
-    assert all(rule.fast_planner() is None for rule in crossing)
+    assert planned > 500
 
 
 def test_context_built_directly_is_the_constructed_one() -> None:
