@@ -3,7 +3,7 @@
 In-process (tests, sandbox)::
 
     with BCSimulator(clock=ManualClock(...), seed="demo") as sim:
-        config = sim.client_config()          # a BCConfig for server.bc.client.BCClient
+        env = sim.connector_env()             # the MLC_BC__* variables a connector reads
         sim.update_record(sim.companies[0], "customers", cid, {"balanceDue": 12000})
         clock.advance(timedelta(seconds=30))  # or sim.flush_notifications()
 
@@ -19,7 +19,6 @@ import asyncio
 import json
 import secrets
 import signal
-import socket
 import sys
 import threading
 import uuid
@@ -29,14 +28,11 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
 
-import uvicorn
-
-from server.bc.settings import BCConfig, RetryPolicy
-from server.runtime.clock import Clock, OffsetClock
 from simulators.bc.app import BCApp
 from simulators.bc.seeds import apply_seed
 from simulators.bc.state import BCState, Fault
-from simulators.tls import ThrowawayTLS
+from simulators.clock import Clock, OffsetClock
+from simulators.loopback import LoopbackServer
 
 DEFAULT_TENANT_ID = "7c1f2b3a-4d5e-4f60-8a9b-0c1d2e3f4a5b"
 DEFAULT_CLIENT_ID = "2f9e6a4c-1b3d-4e5f-8a7b-9c0d1e2f3a4b"
@@ -73,59 +69,27 @@ class BCSimulator:
         )
         self.companies: list[str] = apply_seed(self.state, seed)
         self.app = BCApp(self.state, seed=self.seed, info=self.info)
-        self._tls: ThrowawayTLS | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self, timeout: float = 15.0) -> Self:
-        if self._thread is not None:
+        if self._server is not None:
             raise RuntimeError("simulator already started")
-        self._tls = ThrowawayTLS()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self.app.origin = f"https://{host}:{self.port}"
-        config = uvicorn.Config(
-            self.app,
-            lifespan="on",
-            # No dictConfig and no level changes: the process owns logging (uvicorn would
-            # otherwise reconfigure the global uvicorn loggers for everyone).
-            log_config=None,
-            log_level=None,
-            access_log=False,
-            ssl_certfile=str(self._tls.cert_path),
-            ssl_keyfile=str(self._tls.key_path),
-        )
-        self._server = uvicorn.Server(config)
-        server = self._server
-        self._thread = threading.Thread(
-            target=lambda: server.run(sockets=[sock]), name=f"bc-simulator:{self.port}", daemon=True
-        )
-        self._thread.start()
-        waited = 0.0
-        while not server.started:
-            if not self._thread.is_alive() or waited > timeout:
-                self.stop()
-                raise RuntimeError("BC simulator did not start")
-            threading.Event().wait(0.01)
-            waited += 0.01
+        self._server = LoopbackServer(self.app, name="BC simulator", host=self.host, port=self.port, tls=True)
+        self.app.origin = self._server.bind()
+        self.port = self._server.port
+        try:
+            self._server.serve(timeout)
+        except RuntimeError:
+            self._server = None
+            raise
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._server = None
-        self._thread = None
-        if self._tls is not None:
-            self._tls.close()
-            self._tls = None
+            self._server.stop(timeout)
+            self._server = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -152,9 +116,9 @@ class BCSimulator:
 
     @property
     def ca_cert_path(self) -> Path:
-        if self._tls is None:
+        if self._server is None:
             raise RuntimeError("simulator not started")
-        return self._tls.ca_cert_path
+        return self._server.ca_cert_path
 
     @property
     def tenant_id(self) -> str:
@@ -199,23 +163,6 @@ class BCSimulator:
             "MLC_BC__COMPANIES": json.dumps(list(self.companies if companies is None else companies)),
             "MLC_BC__CA_CERT": str(self.ca_cert_path),
         }
-
-    def client_config(self, **overrides: Any) -> BCConfig:
-        """A BCConfig pointing at this simulator (fast retries unless overridden)."""
-        values: dict[str, Any] = {
-            "tenant_id": self.tenant_id,
-            "environment": self.environment,
-            "client_id": self.client_id,
-            "client_secret": self.client_secret,
-            "company_ids": tuple(self.companies),
-            "api_host": self.origin,
-            "authority_host": self.origin,
-            "ca_cert": self.ca_cert_path,
-            "timeout_seconds": 10.0,
-            "retry": RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05),
-        }
-        values.update(overrides)
-        return BCConfig(**values)
 
     # -- control: data -----------------------------------------------------------------------------
 

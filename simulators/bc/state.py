@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-from server.bc.models import format_bc_datetime
-from server.runtime.clock import Clock
 from simulators.bc.catalog import COMPANY_FIELDS, ENTITIES, NULL_GUID, EntityKind
+from simulators.bc.wire import format_bc_datetime
+from simulators.clock import Clock
 
 MAX_SUBSCRIPTIONS = 200  # per environment (operational-limits-online.md)
 SUBSCRIPTION_LIFETIME = timedelta(days=3)

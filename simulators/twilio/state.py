@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
 
-from server.runtime.clock import Clock, monotonic
+from simulators.clock import Clock, monotonic
 
 API_VERSION = "2010-04-01"
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")

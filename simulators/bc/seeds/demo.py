@@ -12,8 +12,8 @@ import uuid
 from datetime import date, timedelta
 from typing import Any
 
-from server.bc.models import format_bc_datetime
 from simulators.bc.state import BCState
+from simulators.bc.wire import format_bc_datetime
 
 _NS = uuid.UUID("5b1e2c3d-0a4f-4c6e-9d7a-8b9c0d1e2f30")
 GB_COMPANY_ID = str(uuid.uuid5(_NS, "company/CRONUS UK Ltd."))
