@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from engine.evaluate import PlannedMessage, evaluate
+from engine.evaluate import evaluate
+from engine.messages import PlannedMessage
 from engine.ruleset import RuleSet
 from server.bc.models import BCRecord
 from server.planning.reminders import store_reminders

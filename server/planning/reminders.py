@@ -36,8 +36,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlmodel import Session, col, select
 
 from engine.conditions import make_getter
-from engine.evaluate import PlannedMessage, make_job_id
 from engine.grouping import group_messages
+from engine.messages import PlannedMessage, make_job_id
 from engine.pauses import Pause, pause_for
 from engine.ruleset import RuleSet
 from server.planning.testmode import TestModeSettings, divert

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from engine.evaluate import PlannedMessage
+from engine.messages import PlannedMessage
 from engine.ruleset import RuleSet
 from server.planning.evaluation import change_from_record, evaluate_and_store, groups_on_sweep, insert_grouped
 from server.planning.reminders import DunningSettings

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engine.evaluate import make_job_id
+from engine.messages import make_job_id
 from engine.phones import mask, to_e164
 from server.runtime.logs import get_logger
 
 if TYPE_CHECKING:
-    from engine.evaluate import PlannedMessage
+    from engine.messages import PlannedMessage
 
 log = get_logger("ml_connector.testmode")
 

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.evaluate import PlannedMessage, evaluate_detailed
+from engine.evaluate import evaluate_detailed
 from engine.grouping import group_context
+from engine.messages import PlannedMessage
 from engine.model import CHANNELS
 from engine.render import sms_segments
 from engine.ruleset import CompiledRule, RuleSet

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from engine.evaluate import PlannedMessage
+from engine.messages import PlannedMessage
 from server.store.db import read_scope
 from server.store.tables import SweepHeldMessage
 

@@ -273,7 +273,7 @@ def test_two_threads_claim_disjoint_sets(engine: Engine, clock: ManualClock, pla
 
 def test_engine_planned_message_fits_the_outbox(engine: Engine, clock: ManualClock) -> None:
     # Contract with engine/evaluate.py: its PlannedMessage is accepted as is, send window included.
-    from engine.evaluate import PlannedMessage
+    from engine.messages import PlannedMessage
 
     message = PlannedMessage(
         job_id="mlc-" + "0" * 40,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.engine import Engine
 
-from engine.evaluate import PlannedMessage
+from engine.messages import PlannedMessage
 from server.store import sweep_staging
 from server.store.db import read_scope, session_scope
 from server.store.sweep_staging import ALONE, BY_RECIPIENT, Held

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine.evaluate import PlannedMessage, evaluate
+from engine.evaluate import evaluate
 from engine.grouping import GROUPED, group_messages
+from engine.messages import PlannedMessage
 from engine.ruleset import RuleSet
 from tests.server.planning.reminders.conftest import invoice
 
