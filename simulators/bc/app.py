@@ -12,6 +12,9 @@
     DELETE faults | requests
     GET/POST companies/{id}/{entitySet};  PATCH/DELETE companies/{id}/{entitySet}/{recordId}
   Record changes made here bump @odata.etag and lastModifiedDateTime and queue notifications.
+
+BC docs pages are cited by their path under
+https://learn.microsoft.com/dynamics365/business-central/dev-itpro/.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ from simulators.bc.odata import (
 from simulators.bc.state import BCState, Fault, SimError
 from simulators.bc.webhooks import Notifier, handshake
 
-MAX_PAGE_SIZE = 20_000  # SaaS maximum; not configurable on the server (reference d)
+# SaaS maximum; not configurable on the server
+# (BC docs webservices/server-driven-paging-in-odata-web-services).
+MAX_PAGE_SIZE = 20_000
 MAX_BODY = 1_048_576
 BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -85,7 +90,7 @@ def json_response(status: int, data: Any, headers: dict[str, str] | None = None)
 
 
 def odata_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    # BC appends the correlation id to every error message (reference d).
+    # BC appends the correlation id to every error message (BC docs webservices/use-odata-batch).
     text = f"{message}  CorrelationId:  {uuid.uuid4()}."
     return json_response(status, {"error": {"code": code, "message": text}}, headers)
 
@@ -523,7 +528,7 @@ class BCApp:
         assert self.notifier is not None
         ok, why = await handshake(self.notifier.client, notification_url)
         if not ok:
-            # No echo, no subscription (reference b).
+            # No echo, no subscription (BC docs api-reference/v2.0/dynamics-subscriptions).
             raise SimError(400, "BadRequest", f"The subscription could not be validated: {why}.")
 
     async def subscriptions(self, request: Request) -> Response:
@@ -573,7 +578,7 @@ class BCApp:
         changes = {
             k: v for k, v in changes.items() if k in ("notificationUrl", "clientState") and isinstance(v, str)
         }
-        # Renewing repeats the handshake (reference b).
+        # Renewing repeats the handshake (BC docs api-reference/v2.0/dynamics-subscriptions).
         await self._handshake(changes.get("notificationUrl", current["notificationUrl"]))
         return json_response(200, {"@odata.context": context, **self.state.renew_subscription(sid, changes)})
 

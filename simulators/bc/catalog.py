@@ -1,9 +1,13 @@
 """What the BC simulator serves: entity sets, their full field sets (BC's names, JSON types and
 default values, in BC's order), navigation properties and which sets are webhook-enabled.
 
-Field sets follow the v2.0 resource property tables as shown in ../shared/reference/data/bc/; a
+Field sets follow the v2.0 resource property tables of the v2.0 API reference
+(BC docs api-reference/v2.0/resources/dynamics_<entity>); a
 record created with only a few fields is completed from these defaults, so every answer has BC's
 full shape.
+
+BC docs pages are cited by their path under
+https://learn.microsoft.com/dynamics365/business-central/dev-itpro/.
 """
 
 from __future__ import annotations
@@ -211,7 +215,8 @@ CUSTOMER_PAYMENT: dict[str, Any] = {
     "lastModifiedDateTime": NO_DATETIME,
 }
 
-# Custom API page (standard v2.0 has no vendor bank entity; reference c). Publisher "contoso".
+# Custom API page (the v2.0 API reference has no vendor bank entity, see
+# BC docs api-reference/v2.0/resources/dynamics_vendor). Publisher "contoso".
 VENDOR_BANK_ACCOUNT: dict[str, Any] = {
     "id": NULL_GUID,
     "vendorId": NULL_GUID,
@@ -280,7 +285,7 @@ ENTITIES: dict[str, EntityKind] = {
             navigation={"vendor": Navigation("vendors", "vendorId")},
             read_only=_DOC_READ_ONLY,
         ),
-        # Not webhook-enabled in v2.0 (reference b): poll it.
+        # Not webhook-enabled in v2.0 (BC docs api-reference/v2.0/dynamics-subscriptions): poll it.
         EntityKind(
             "purchaseOrders",
             STANDARD_API,

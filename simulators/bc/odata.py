@@ -2,8 +2,12 @@
 
 `$filter`: eq ne gt ge lt le, and, or, not, parentheses, startswith/endswith/contains, tolower/toupper;
 literals: 'strings' (with '' escapes), numbers, true/false/null, GUIDs (bare or quoted), dates and
-unquoted datetimes. `or` across different fields is refused as BC refuses it (reference d).
+unquoted datetimes. `or` across different fields is refused as BC refuses it
+(BC docs webservices/odata-known-limitations).
 `$select` and `$expand` (with nested `$select`/`$expand`) are parsed here too.
+
+BC docs pages are cited by their path under
+https://learn.microsoft.com/dynamics365/business-central/dev-itpro/.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The BC simulator's memory: companies, records, tokens, subscriptions, pending notifications,
 faults and the request log. Thread-safe (one lock): the HTTP server thread and the test or sandbox
 thread both act on it. Time comes from the injected clock only.
+
+BC docs pages are cited by their path under
+https://learn.microsoft.com/dynamics365/business-central/dev-itpro/.
 """
 
 from __future__ import annotations
@@ -497,7 +500,8 @@ class BCState:
                 raise SimError(400, "BadRequest_NotFound", f"The company '{company_id}' does not exist.")
         kind = ENTITIES.get(entity)
         if kind is None or not kind.webhooks:
-            # Only the entities listed as webhook-enabled in v2.0 (reference b).
+            # Only the entities listed as webhook-enabled in v2.0
+            # (BC docs api-reference/v2.0/dynamics-subscriptions).
             raise SimError(
                 400,
                 "BadRequest_ResourceNotFound",
@@ -599,7 +603,8 @@ class BCState:
     def _notify(self, company_id: str, entity: str, record: dict[str, Any], change_type: str) -> None:
         targets = [(entity, record["id"], change_type)]
         if entity == "customerPayments" and record.get("journalId"):
-            # A change to a line notifies the document header (reference b).
+            # A change to a line notifies the document header
+            # (BC docs api-reference/v2.0/dynamics-subscriptions).
             targets = [("customerPaymentJournals", str(record["journalId"]).lower(), "updated")]
         now = self.now()
         modified = now
@@ -637,7 +642,8 @@ class BCState:
                 }
                 changes = list(window.changes.values())
                 if len(changes) > self.collection_threshold:
-                    # BC's AL source: filter on the first change minus 50 ms, UTC (reference b).
+                    # Filter on the first change minus 50 ms, UTC, as codeunit 6154 "API Webhook Notification
+                    # Send" builds it (GetEntityCollectionUrl).
                     since = format_bc_datetime(window.first_change_at - timedelta(milliseconds=50))
                     items = [
                         {
@@ -694,7 +700,9 @@ class BCState:
                     delivery.next_attempt_at = now + backoff
                     self.deliveries.append(delivery)
             else:
-                # Any other answer: BC stops and deletes the subscription (reference b).
+                # Any other answer: BC stops and deletes the subscription (BC docs
+                # api-reference/v2.0/dynamics-subscriptions; codeunit 6154 "API Webhook Notification
+                # Send", SendNotifications).
                 outcome = "subscription_deleted"
                 for sid in delivery.subscription_ids:
                     self._drop_subscription(sid)

@@ -15,7 +15,8 @@ import httpx
 
 from simulators.bc.state import BCState, Delivery
 
-HANDSHAKE_TIMEOUT = 5.0  # seconds; BC is said to wait about 5 s (reference b, unconfirmed)
+# Seconds. The docs give no timeout; third parties (kauffmann.nl, 2020) report BC waits about 5 s.
+HANDSHAKE_TIMEOUT = 5.0
 
 
 async def handshake(client: httpx.AsyncClient, notification_url: str) -> tuple[bool, str]:

@@ -3,15 +3,16 @@
 IncomingPhoneNumbers (GET list, `PhoneNumber` filter, Twilio's paging envelope) is seeded with the
 configured sender numbers, each able to text and call; `set_incoming_number` / `remove_incoming_number`
 (or POST /_sim/incoming-numbers) change that. Messaging Services (messaging.twilio.com) are not served:
-the connector does not use that API, so the simulator has no contract for it.
+the simulator has no checked contract for that API.
 
-Faithfulness (contract: /work/shared/reference/twilio-api.md and the Twilio OpenAPI subsets, twilio/twilio-oai
-`twilio_api_v2010.json` and `twilio_verify_v2.json`): HTTP Basic with AccountSid:AuthToken or
-ApiKeySid:Secret (else 401 / https://www.twilio.com/docs/errors/20003); only form bodies are read (a JSON
-body gets https://www.twilio.com/docs/errors/21604 'To' required); Twilio's error body; 201 on create;
-RFC 2822 dates on Messages/Calls, ISO 8601 on Verify; status callbacks signed with the auth token by the
-twilio SDK's own RequestValidator (https://www.twilio.com/docs/usage/webhooks/webhooks-security); no
-callback for the initial status; duplicates and out-of-order delivery on request.
+Faithfulness (contract: Twilio's OpenAPI, github.com/twilio/twilio-oai `twilio_api_v2010.json` and
+`twilio_verify_v2.json`, and the docs pages cited where the behaviour is implemented): HTTP Basic with
+AccountSid:AuthToken or ApiKeySid:Secret (else 401 / https://www.twilio.com/docs/errors/20003); only
+form bodies are read (a JSON body gets https://www.twilio.com/docs/errors/21604 'To' required); Twilio's
+error body; 201 on create; RFC 2822 dates on Messages/Calls, ISO 8601 on Verify; status callbacks
+signed with the auth token by the twilio SDK's own RequestValidator
+(https://www.twilio.com/docs/usage/webhooks/webhooks-security); no callback for the initial status;
+duplicates and out-of-order delivery on request.
 
 The app's lifespan starts the lifecycle worker and the callback HTTP client on the serving loop
 (simulators/loopback.py runs it); simulators/twilio/simulator.py adds the server and the blocking calls.

@@ -1,7 +1,8 @@
 """What the Twilio simulator knows: accounts, messages, calls, Verify, opt-outs and faults.
 
 Pure state and rules, no HTTP: every API operation takes the parsed form and returns an `ApiResult`
-(status, JSON body, headers) shaped like Twilio's OpenAPI (../shared/reference/data/twilio/openapi/).
+(status, JSON body, headers) shaped like Twilio's OpenAPI (github.com/twilio/twilio-oai:
+twilio_api_v2010.json, twilio_verify_v2.json).
 Time comes from a Clock so lifecycles and Verify expiry move with ManualClock in tests. A single
 re-entrant lock guards everything: the HTTP server thread and the test/control thread both call in.
 """
@@ -28,7 +29,8 @@ E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 ALPHANUMERIC_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
 
-# Opt-out keywords (reference section 8): single-word messages only.
+# Opt-out keywords (https://www.twilio.com/docs/messaging/tutorials/advanced-opt-out; START/HELP words
+# and "single-word messages only" from Twilio support article 223134027).
 STOP_WORDS = frozenset({"STOP", "UNSUBSCRIBE", "END", "QUIT", "STOPALL", "REVOKE", "OPTOUT", "CANCEL"})
 START_WORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
@@ -57,7 +59,8 @@ def iso8601(moment: datetime | None) -> str | None:
 
 
 def segment_count(body: str) -> int:
-    """SMS segments: 160/153 GSM-7 septets or 70/67 UCS-2 code units (reference section 2, Body)."""
+    """SMS segments: 160/153 GSM-7 septets or 70/67 UCS-2 code units (the `Body` parameter of
+    https://www.twilio.com/docs/messaging/api/message-resource)."""
     if all(ch in _GSM_BASIC or ch in _GSM_EXT for ch in body):
         septets = sum(2 if ch in _GSM_EXT else 1 for ch in body)
         return 1 if septets <= 160 else -(-septets // 153)
@@ -75,7 +78,8 @@ class ApiResult:
 def twilio_error(
     status: int, code: int, message: str, headers: tuple[tuple[str, str], ...] = ()
 ) -> ApiResult:
-    """Twilio's legacy error body: {code, message, more_info, status} (reference section 1)."""
+    """Twilio's legacy error body: {code, message, more_info, status} (as in the example of
+    https://www.twilio.com/docs/errors/60200)."""
     return ApiResult(
         status,
         {
@@ -452,7 +456,7 @@ class TwilioSimState:
 
     def incoming_number_json(self, n: SimIncomingNumber) -> dict[str, Any]:
         # Field names as in the api.v2010.account.incoming_phone_number resource (twilio SDK 9.x and
-        # twilio-go models); the reference's OpenAPI subset does not carry this schema.
+        # twilio-go models); the OpenAPI subset the simulator is checked against does not carry this schema.
         base = f"/2010-04-01/Accounts/{self.creds.account_sid}/IncomingPhoneNumbers/{n.sid}"
         return {
             "account_sid": self.creds.account_sid,
@@ -597,7 +601,8 @@ class TwilioSimState:
                 return limited
 
             now = self.clock.now()
-            # Via a Messaging Service without From the first status is 'accepted' (reference section 2).
+            # Via a Messaging Service without From the first status is 'accepted'
+            # (https://www.twilio.com/docs/messaging/guides/outbound-message-status-in-status-callbacks).
             initial = "accepted" if service and not from_ else "queued"
             message = SimMessage(
                 sid=new_sid("SM"),
@@ -813,7 +818,8 @@ class TwilioSimState:
             ("AccountSid", c.account_sid),
             ("ApiVersion", API_VERSION),
             ("CallSid", c.sid),
-            # Whether 'initiated' carries CallStatus=initiated or queued is unconfirmed (reference 5.2).
+            # Whether 'initiated' carries CallStatus=initiated or queued: no Twilio page says
+            # (https://www.twilio.com/docs/voice/api/call-resource#statuscallbackevent).
             ("CallStatus", step),
             ("CallbackSource", "call-progress-events"),
             ("Called", c.to),
@@ -1082,7 +1088,8 @@ class TwilioSimState:
             v.date_updated = now
             if secrets.compare_digest(code.encode(), v.code.encode()):
                 v.status = "approved"
-            # A wrong code answers 200 with status 'pending' (reference section 4).
+            # A wrong code answers 200 with status 'pending' (observed by
+            # https://dev.classmethod.jp/articles/error-handling-on-twilio-verify/, 2024).
             return ApiResult(200, self.verification_json(v, check=True))
 
     def fetch_verification(self, service_sid: str, sid: str, path: str) -> ApiResult:
