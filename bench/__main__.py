@@ -1,4 +1,4 @@
-"""`python -m bench`: run the benchmarks of issue 9 and write docs/benchmarks.md.
+"""`python -m bench`: run the benchmarks and write docs/benchmarks.md.
 
     .venv/bin/python -m bench                 # everything, a few minutes on 2 cores
     .venv/bin/python -m bench --quick         # smaller sizes, fewer runs
@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.pg import server_version
 from bench.report import ROOT, Section, render_page
+from bench.rules import evaluation_share
 
 # key -> (module, title): the order of the page.
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--size",
         choices=("full", "issue", "quick", "tiny"),
-        help="size set: full (default, fits a few minutes), issue (every size of issue 9, longer), quick, tiny",
+        help="size set: full (default, fits a few minutes), issue (every size the targets name, longer), quick, tiny",
     )
     parser.add_argument("--runs", type=int, help="runs per figure (default 3, quick 2)")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
@@ -84,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         if section.error:
             print(f"   could not run: {section.error}", file=sys.stderr)
+    # Rule evaluation is judged beside the sweep of the same run (both sections, or a note saying why not).
+    by_key = {section.key: section for section in sections}
+    if "rules" in by_key and not by_key["rules"].error:
+        evaluation_share(by_key["rules"], by_key.get("sweep"))
+        headline = by_key["rules"].targets[0]
+        verdict = "not measured" if headline.met is None else "met" if headline.met else "NOT met"
+        print(f"   {verdict}: {headline.text} ({headline.measured})", file=sys.stderr)
     page = render_page(
         sections,
         mode=size,

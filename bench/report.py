@@ -1,7 +1,7 @@
 """Figures, medians, targets and the docs/benchmarks.md page.
 
 A benchmark returns a `Section`: figures (each the median of its samples, with the samples kept),
-the targets from the issue with whether this run met them, and notes. A figure may name a baseline
+the targets with whether this run met them, and notes. A figure may name a baseline
 measured in the same run; its ratio is value / baseline value.
 """
 
@@ -42,7 +42,7 @@ class Figure:
 @dataclass(frozen=True)
 class Target:
     text: str  # what the issue asks, e.g. "within 2x of hand-written"
-    met: bool
+    met: bool | None  # None: not measured in this run (`measured` says why)
     measured: str  # the figure it was judged on, e.g. "1.42x"
 
 
@@ -86,6 +86,12 @@ class Section:
 
     def target(self, text: str, met: bool, measured: str) -> None:
         self.targets.append(Target(text, met, measured))
+
+
+def _verdict(target: Target) -> str:
+    if target.met is None:
+        return "not measured"
+    return "met" if target.met else "**NOT met**"
 
 
 def median(values: Sequence[float]) -> float:
@@ -182,7 +188,7 @@ def render_section(section: Section) -> list[str]:
     if section.targets:
         lines += ["Targets:", ""]
         for target in section.targets:
-            verdict = "met" if target.met else "**NOT met**"
+            verdict = _verdict(target)
             lines.append(f"- {target.text}: {verdict} ({target.measured})")
         lines.append("")
     if section.notes:
@@ -206,7 +212,7 @@ def render_page(
         "",
         "Written by `make bench` (`.venv/bin/python -m bench`); do not edit by hand. Each figure is the",
         "median of the runs listed beside it; a ratio compares a figure with its baseline measured in",
-        "the same run on the same machine. Targets come from issue 9 and never fail a build.",
+        "the same run on the same machine. Targets are the project's own and never fail a build.",
         "",
         "| | |",
         "|---|---|",
@@ -219,7 +225,7 @@ def render_page(
     if summary:
         lines += ["## Summary", "", "| Benchmark | Target | Result | Measured |", "|---|---|---|---|"]
         for section, target in summary:
-            verdict = "met" if target.met else "**NOT met**"
+            verdict = _verdict(target)
             lines.append(f"| {section.title} | {_cell(target.text)} | {verdict} | {_cell(target.measured)} |")
         lines.append("")
     for section in sections:

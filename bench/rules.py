@@ -24,7 +24,7 @@ from typing import Any
 
 import simpleeval
 
-from bench.report import ROOT, Section
+from bench.report import ROOT, Section, Target
 from engine.evaluate import evaluate
 from engine.functions import EvaluationContext, days_overdue, days_until_due
 from engine.loader import load_ruleset
@@ -362,3 +362,47 @@ def run(params: Params, runs: int) -> Section:
         else "Conditions ratio unavailable."
     )
     return section
+
+
+EVALUATION = "whole evaluation: engine.evaluate"
+SHARE_TARGET = 0.05  # evaluation is under 5% of the sweep's wall time
+SWEEP_SIZE = 100_000
+
+
+def evaluation_share(rules: Section, sweep: Section | None) -> None:
+    """The headline target of rule evaluation, put first: its share of the sweep's wall time in the run.
+
+    Evaluating N invoices takes N / (engine.evaluate's rate); the sweep of N invoices (reading pages
+    from BC, evaluating, storing) took its wall time. N is 100,000 when the sweep ran at that size,
+    else its largest size (named in the target). Without a sweep section the target says so.
+    """
+    text = f"evaluation is under {SHARE_TARGET:.0%} of the sweep's wall time"
+    rate = rules.figure(EVALUATION).value
+    if sweep is None or sweep.error:
+        why = "the sweep section was not run" if sweep is None else f"the sweep could not run ({sweep.error})"
+        rules.notes.append(f"Evaluation beside the sweep: not computed, {why} in this bench run.")
+        rules.targets.insert(0, Target(text, None, f"no figure: {why}"))
+        return
+    walls = {
+        int(f.label.split()[0].replace(",", "")): f
+        for f in sweep.figures
+        if f.label.endswith("invoices: wall time")
+    }
+    if not walls:
+        rules.notes.append("Evaluation beside the sweep: not computed, the sweep reported no wall time.")
+        rules.targets.insert(0, Target(text, None, "no figure: the sweep reported no wall time"))
+        return
+    size = SWEEP_SIZE if SWEEP_SIZE in walls else max(walls)
+    wall = walls[size].value
+    evaluating = size / rate
+    share = evaluating / wall
+    at = "" if size == SWEEP_SIZE else f" (at {size:,} invoices: the sweep did not run at {SWEEP_SIZE:,})"
+    rules.targets.insert(
+        0, Target(text + at, share < SHARE_TARGET, f"{share:.1%}: {evaluating:.2f} s of {wall:.1f} s")
+    )
+    summary = (
+        f"Evaluation beside the sweep: {size:,} invoices at {rate:,.0f} invoices/s take {evaluating:.2f} s "
+        f"of evaluation, {share:.1%} of the {size:,}-invoice sweep's {wall:.1f} s wall time in this run."
+    )
+    rules.notes.append(summary)
+    sweep.notes.append(summary)

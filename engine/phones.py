@@ -1,8 +1,8 @@
 """Recipient numbers to E.164 with phonenumbers, refusing anything we cannot be sure of.
 
 Twilio may "standardize" a number without "+" in unexpected ways, so the connector normalises to
-E.164 itself and refuses what does not parse (twilio-api.md section 9). A refusal is a `PhoneError`
-with a code and a reason a finance user can act on; it is never a guess.
+E.164 itself and refuses what does not parse (https://www.twilio.com/docs/glossary/what-e164). A
+refusal is a `PhoneError` with a code and a reason a finance user can act on; it is never a guess.
 """
 
 from __future__ import annotations
