@@ -244,7 +244,7 @@ def _stage_recipients(rule: Any, message: PlannedMessage) -> Any:
 
 # --- evaluate against engine.plan on rules of every shape ------------------------------------------
 
-PLANNER_TEMPLATES = {
+SHAPE_TEMPLATES = {
     "t.sms.j2": "{{ number }}",
     "plain.sms.j2": "{{ customer.displayName }}: {{ number }} {{ remainingAmount | money(currencyCode) }} "
     "due {{ dueDate | date }} ({{ days_overdue }} / {{ days_until_due }}) stage {{ stage }}\n",
@@ -255,7 +255,7 @@ PLANNER_TEMPLATES = {
     "t.say.j2": "{{ number }} is {{ days_overdue }} days overdue",
 }
 
-PLANNER_RULES = [
+SHAPE_RULES = [
     # A ladder: per-stage templates, channels, fixed numbers, grace days, the recipient's own region.
     """\
 trigger: {entity: salesInvoices, events: [sweep]}
@@ -311,7 +311,7 @@ timezone: UTC
 """,
 ]
 
-PLANNER_VALUES: dict[str, list[Any]] = {
+SHAPE_VALUES: dict[str, list[Any]] = {
     "id": ["5a0e7c12", "5a0e7c13", "5a0e7c14", 'ä"\\\n\u2028', "", None, 7, True, 1.5],
     "number": ["PS-INV1", "N{}%s", None, 12],
     "status": ["Open", "Open", "Paid", None, "open"],
@@ -336,11 +336,11 @@ PLANNER_VALUES: dict[str, list[Any]] = {
 }
 
 
-def planner_records(count: int) -> list[dict[str, Any]]:
+def shaped_records(count: int) -> list[dict[str, Any]]:
     rng = random.Random(11)
     out = []
     for _ in range(count):
-        record = {key: rng.choice(values) for key, values in PLANNER_VALUES.items()}
+        record = {key: rng.choice(values) for key, values in SHAPE_VALUES.items()}
         for key in list(record):
             if rng.random() < 0.03:
                 del record[key]  # a field the record does not have at all
@@ -349,10 +349,10 @@ def planner_records(count: int) -> list[dict[str, Any]]:
 
 
 def test_evaluate_plans_what_plan_plans(ruleset_of: Callable[..., RuleSet]) -> None:
-    rules = [ruleset_of(body, templates=PLANNER_TEMPLATES).rules[0] for body in PLANNER_RULES]
+    rules = [ruleset_of(body, templates=SHAPE_TEMPLATES).rules[0] for body in SHAPE_RULES]
     planned = 0
     for rule in rules:
-        for record in planner_records(2500):
+        for record in shaped_records(2500):
             today = NOW.astimezone(rule.timezone).date()
             ctx = EvaluationContext(record=record, previous=None, now=NOW, today=today)
             if not rule.holds(ctx):
