@@ -2,7 +2,7 @@
 
 Route modules each export `ROUTES` (a list of handlers/controllers). Handlers receive the shared
 `Services` by dependency injection (`services: NamedDependency[Services]`). The lifespan starts the worker loops
-(server/runtime.py) unless `start_workers=False`, which tests use to drive `run_once()` themselves.
+(server/workers.py) unless `start_workers=False`, which tests use to drive `run_once()` themselves.
 """
 
 from __future__ import annotations
@@ -25,15 +25,20 @@ log = get_logger("ml_connector.app")
 
 def default_routes() -> list[ControllerRouterHandler]:
     """Every HTTP surface, in one explicit list (imported here, so a reader and mypy see the wiring)."""
-    from server import metrics
-    from server.planning import notifications
-    from server.sending import status
-    from server.web import changes_api, health, messages_api, pauses_api
+    from server.web import (
+        bc_webhook,
+        changes_api,
+        health,
+        messages_api,
+        metrics,
+        pauses_api,
+        twilio_webhooks,
+    )
     from server.web.audit import pages
 
     return [
-        *notifications.ROUTES,
-        *status.ROUTES,
+        *bc_webhook.ROUTES,
+        *twilio_webhooks.ROUTES,
         *messages_api.ROUTES,
         *pauses_api.ROUTES,
         *changes_api.ROUTES,
@@ -87,10 +92,9 @@ def create_app(
             exc_info=exc,
         )
 
-    from server.metrics import bind_metrics
     from server.web.middleware import request_context_middleware
 
-    bind_metrics(services)  # per-app registry; the BC/Twilio clients count into it from now on
+    _ = services.metrics  # per-service registry; the BC client counts into it from now on
     handlers = list(route_handlers) if route_handlers is not None else default_routes()
     app_state: dict[str, Any] = {"services": services}
     return Litestar(

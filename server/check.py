@@ -91,13 +91,14 @@ async def check_bc(settings: Settings, entities: Iterable[str]) -> list[CheckRes
         TransportError,
     )
     from server.bc.models import ENTITY_MODELS, BCRecord
-    from server.bc.settings import BCConfig, RetryPolicy
+    from server.bc.settings import BCConfig
+    from server.runtime.retry import BC_RETRY
 
     results: list[CheckResult] = []
     try:
         # A check should answer quickly: two tries, short waits.
         config = BCConfig.from_settings(settings.bc)
-        config = replace(config, retry=RetryPolicy(max_attempts=2, max_delay=2.0))
+        config = replace(config, retry=replace(BC_RETRY, max_attempts=2, max_delay=2.0))
     except ValueError as exc:
         return [CheckResult("BC", "settings", False, str(exc), "ml-connector credentials set bc")]
     tokens = TokenProvider(config)
@@ -198,12 +199,13 @@ async def check_bc(settings: Settings, entities: Iterable[str]) -> list[CheckRes
 
 async def check_twilio(settings: Settings, channels: Collection[str] = ("sms",)) -> list[CheckResult]:
     """`channels`: what the enabled rules send on; a voice channel needs a voice-capable From number."""
-    from server.twilio.client import RetryPolicy, TwilioClient, TwilioClientConfig
+    from server.runtime.retry import TWILIO_RETRY
+    from server.twilio.client import TwilioClient, TwilioClientConfig
     from server.twilio.errors import ConfigurationError, DeliveryError, NotFoundError
 
     tw = settings.twilio
     try:
-        config = TwilioClientConfig.from_settings(tw, retry=RetryPolicy(max_attempts=2, max_delay=2.0))
+        config = TwilioClientConfig.from_settings(tw, retry=replace(TWILIO_RETRY, max_attempts=2, max_delay=2.0))
         client = TwilioClient(config)
     except ValueError as exc:
         return [CheckResult("Twilio", "settings", False, str(exc).splitlines()[0], TWILIO_CREDENTIALS_FIX)]

@@ -1,10 +1,13 @@
-"""Prometheus metrics at /metrics (bearer-protected like the API), one registry per app.
+"""Prometheus metrics, one registry per service (served at /metrics by server/web/metrics.py).
+
+This module sits below server.services: it knows the service only by the attributes it reads
+(the Protocols below), and the BC client knows nothing of it (services hands it `on_response`).
 
 Counted in-process where the event happens (each through one small function below, called from
 the module that does the work):
-    mlc_bc_notifications_received_total{entity,outcome}   webhooks_bc: stored / duplicate / rejected
+    mlc_bc_notifications_received_total{entity,outcome}   bc_webhook: stored / duplicate / rejected
     mlc_bc_records_fetched_total{entity}                 fetcher
-    mlc_bc_requests_total{method,status}                 bc.client (status "error" = no response)
+    mlc_bc_requests_total{method,status}                 bc.client's on_response hook ("error" = no response)
     mlc_send_latency_seconds{channel}                    dispatcher: rule fired -> Twilio accepted
     mlc_event_loop_lag_seconds                           looplag: how late the event loop woke
 Read from the database at scrape time (so they agree across instances sharing one database):
@@ -19,27 +22,24 @@ A scrape that cannot reach the database still answers, with mlc_store_up 0.
 
 from __future__ import annotations
 
-import contextlib
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Protocol
 
 import sqlalchemy as sa
-from litestar import Response, get
-from litestar.di import NamedDependency
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlmodel import col, select
 
+from server.runtime.clock import Clock
 from server.runtime.logs import get_logger
-from server.services import Services
+from server.runtime.loop import WorkerLoop
+from server.store import inbox, outbox
 from server.store.db import read_scope
 from server.store.messages import count_by_status
-from server.store.states import CLAIMABLE, IN_DOUBT, MessageStatus
-from server.store.tables import BcSubscription, InboxNotification, OutboxMessage
-from server.web.auth import make_bearer_guard_for_app
+from server.store.states import IN_DOUBT, MessageStatus
+from server.store.subscriptions import list_subscriptions
 
 log = get_logger("ml_connector.metrics")
 
@@ -66,10 +66,21 @@ SEND_LATENCY_BUCKETS = (
 LOOP_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+class MetricsSource(Protocol):
+    """What the store collector reads (server.services.Services has it; metrics sit below services)."""
+
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def db(self) -> sa.Engine: ...
+    @property
+    def workers(self) -> Mapping[str, WorkerLoop]: ...
+
+
 class StoreCollector(Collector):
     """Gauges computed from the database on each scrape."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: MetricsSource) -> None:
         self._services = weakref.ref(services)
 
     def collect(self) -> Iterator[Metric]:
@@ -86,32 +97,17 @@ class StoreCollector(Collector):
         yield store_up
         yield from self._workers(services)
 
-    def _from_database(self, services: Services) -> Iterator[Metric]:
+    def _from_database(self, services: MetricsSource) -> Iterator[Metric]:
         now = services.clock.now()
         with read_scope(services.db) as session:
             by_status = count_by_status(session)
-            due = session.exec(
-                select(sa.func.count())
-                .select_from(OutboxMessage)
-                .where(col(OutboxMessage.status).in_([s.value for s in CLAIMABLE]))
-                .where(col(OutboxMessage.next_attempt_at) <= now)
-            ).one()
-            inbox = session.exec(
-                select(sa.func.count())
-                .select_from(InboxNotification)
-                .where(col(InboxNotification.status).in_(["pending", "processing"]))
-            ).one()
-            per_rule = session.exec(
-                select(OutboxMessage.rule_id, sa.func.count()).group_by(OutboxMessage.rule_id)
-            ).all()
+            due = outbox.count_due(session, now=now)
+            pending = inbox.count_unfinished(session)
+            per_rule = outbox.count_by_rule(session)
             # Plain tuples while the session is open (rows expire when it ends).
             subscriptions = [
                 (sub.company_id, sub.entity, sub.status, sub.expires_at)
-                for sub in session.exec(
-                    select(BcSubscription).where(
-                        col(BcSubscription.status).in_(["active", "renewing", "dropped"])
-                    )
-                ).all()
+                for sub in list_subscriptions(session, statuses=["active", "renewing", "dropped"])
             ]
         messages = GaugeMetricFamily("mlc_messages", "Outbox messages by status", labels=["status"])
         for status in MessageStatus:
@@ -129,7 +125,7 @@ class StoreCollector(Collector):
         queue.add_metric(["outbox_due"], int(due))
         queue.add_metric(["outbox_held"], by_status.get(MessageStatus.HELD.value, 0))
         queue.add_metric(["outbox_in_doubt"], sum(by_status.get(s.value, 0) for s in IN_DOUBT))
-        queue.add_metric(["inbox_pending"], int(inbox))
+        queue.add_metric(["inbox_pending"], int(pending))
         yield queue
         expiry = GaugeMetricFamily(
             "mlc_subscription_expiry_seconds",
@@ -141,7 +137,7 @@ class StoreCollector(Collector):
                 expiry.add_metric([company_id, entity, sub_status], (expires_at - now).total_seconds())
         yield expiry
 
-    def _workers(self, services: Services) -> Iterator[Metric]:
+    def _workers(self, services: MetricsSource) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "mlc_worker_up", "1 while a worker loop runs in this process", labels=["worker"]
         )
@@ -154,7 +150,9 @@ class StoreCollector(Collector):
 
 
 class ConnectorMetrics:
-    def __init__(self, services: Services) -> None:
+    """One registry per service (server.services builds it and hands the BC client its hook)."""
+
+    def __init__(self, services: MetricsSource) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.notifications = Counter(
@@ -187,75 +185,38 @@ class ConnectorMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-
-# Services (and the clients it owns) -> their metrics. Weak keys: a closed test app leaves no trace.
-_BY_OWNER: weakref.WeakKeyDictionary[Any, ConnectorMetrics] = weakref.WeakKeyDictionary()
-
-
-def bind_metrics(services: Services) -> ConnectorMetrics:
-    """The app's metrics (created once); the BC and Twilio clients count into them too."""
-    metrics = _BY_OWNER.get(services)
-    if metrics is None:
-        metrics = ConnectorMetrics(services)
-        _BY_OWNER[services] = metrics
-    for client in (services.bc, services.twilio):
-        # A client that is not weak-referenceable (a test double) is simply not counted.
-        with contextlib.suppress(TypeError):
-            _BY_OWNER[client] = metrics
-    return metrics
+    def count_bc_request(self, method: str, status: int | None) -> None:
+        """The BC client's `on_response` hook; status None when no response came back."""
+        self.bc_requests.labels(method=method, status=str(status) if status else "error").inc()
 
 
-def _for(owner: Any) -> ConnectorMetrics | None:
-    try:
-        found = _BY_OWNER.get(owner)
-    except TypeError:
-        return None
-    if found is None and isinstance(owner, Services):
-        found = bind_metrics(owner)
-    return found
+class Observed(Protocol):
+    """Whatever carries the metrics: server.services.Services."""
+
+    @property
+    def metrics(self) -> ConnectorMetrics: ...
+    @property
+    def clock(self) -> Clock: ...
 
 
 # -- the calls other modules make (each one line at the place the event happens) -------------------
 
 
-def count_notifications(services: Services, entity: str, count: int = 1, *, outcome: str = "stored") -> None:
-    metrics = _for(services)
-    if metrics is not None and count:
-        metrics.notifications.labels(entity=entity, outcome=outcome).inc(count)
+def count_notifications(services: Observed, entity: str, count: int = 1, *, outcome: str = "stored") -> None:
+    if count:
+        services.metrics.notifications.labels(entity=entity, outcome=outcome).inc(count)
 
 
-def count_records_fetched(services: Services, entity: str, count: int = 1) -> None:
-    metrics = _for(services)
-    if metrics is not None and count:
-        metrics.records_fetched.labels(entity=entity).inc(count)
+def count_records_fetched(services: Observed, entity: str, count: int = 1) -> None:
+    if count:
+        services.metrics.records_fetched.labels(entity=entity).inc(count)
 
 
-def count_bc_request(client: Any, method: str, status: int | None) -> None:
-    """`client` is the BCClient that made the request; status None when no response came back."""
-    metrics = _for(client)
-    if metrics is not None:
-        metrics.bc_requests.labels(method=method, status=str(status) if status else "error").inc()
-
-
-def observe_send(services: Services, channel: str, planned_at: datetime) -> None:
+def observe_send(services: Observed, channel: str, planned_at: datetime) -> None:
     """Twilio accepted a message planned at `planned_at` (the dispatcher calls this after the SID is stored)."""
-    metrics = _for(services)
-    if metrics is not None:
-        seconds = (services.clock.now() - planned_at).total_seconds()
-        metrics.send_latency.labels(channel=channel).observe(max(0.0, seconds))
+    seconds = (services.clock.now() - planned_at).total_seconds()
+    services.metrics.send_latency.labels(channel=channel).observe(max(0.0, seconds))
 
 
-def observe_loop_lag(services: Services, seconds: float) -> None:
-    metrics = _for(services)
-    if metrics is not None:
-        metrics.loop_lag.observe(seconds)
-
-
-@get("/metrics", guards=[make_bearer_guard_for_app()], sync_to_thread=True, include_in_schema=False)
-def metrics_endpoint(services: NamedDependency[Services]) -> Response[bytes]:
-    metrics = bind_metrics(services)
-    # The classic text format, which every Prometheus version reads (Litestar adds the charset).
-    return Response(metrics.render(), media_type=TEXT_FORMAT)
-
-
-ROUTES = [metrics_endpoint]
+def observe_loop_lag(services: Observed, seconds: float) -> None:
+    services.metrics.loop_lag.observe(seconds)

@@ -8,6 +8,7 @@ diagnostics `rules lint` prints) and applies database migrations before anything
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from server.metrics import ConnectorMetrics
 from server.runtime.clock import Clock, SystemClock
 from server.runtime.logs import register_secrets
 from server.settings import Settings
@@ -56,6 +58,18 @@ class Services:
         self.workers: dict[str, WorkerLoop] = {}
         self.workers_started = False
         self._closers: list[Callable[[], None]] = []
+        self._metrics: ConnectorMetrics | None = None
+
+    @property
+    def metrics(self) -> ConnectorMetrics:
+        """This service's metrics, made on first use; from then on the BC client counts into them
+        through its `on_response` hook (the client never imports the metrics)."""
+        if self._metrics is None:
+            self._metrics = ConnectorMetrics(self)
+            # A test double without the hook attribute is simply not counted.
+            with contextlib.suppress(AttributeError):
+                self.bc.on_response = self._metrics.count_bc_request
+        return self._metrics
 
     def on_close(self, close: Callable[[], None]) -> None:
         """Run `close` (blocking allowed: it runs in a thread) when the services close, before the

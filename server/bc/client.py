@@ -36,10 +36,11 @@ from server.bc.errors import (
 )
 from server.bc.models import BCRecord, Company, Subscription, format_bc_datetime
 from server.bc.settings import BCConfig
-from server.metrics import count_bc_request
 
 R = TypeVar("R", bound=BCRecord)
 Sleep = Callable[[float], Awaitable[None]]
+OnResponse = Callable[[str, int | None], None]
+"""Called after every HTTP try with the method and the status (None: no response came back)."""
 
 _SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "DELETE", "PUT", "PATCH"})  # PATCH carries If-Match
 
@@ -73,8 +74,11 @@ class BCClient:
         http: httpx.AsyncClient | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        on_response: OnResponse | None = None,
     ) -> None:
         self.config = config
+        # An observer handed in (server.services wires the metrics here); the client imports none.
+        self.on_response = on_response
         self._tokens = tokens or TokenProvider(config)
         self._owns_tokens = tokens is None
         self._http = http or httpx.AsyncClient(
@@ -123,8 +127,7 @@ class BCClient:
         policy = self.config.retry
         if retry_after is not None:
             return min(retry_after, policy.max_retry_after)
-        ceiling = min(policy.max_delay, policy.base_delay * (2 ** (attempt - 1)))
-        return self._rng.uniform(0, ceiling)
+        return policy.backoff(attempt, self._rng)
 
     async def _send(
         self,
@@ -163,7 +166,8 @@ class BCClient:
                         exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
                     )
                     error = TransportError(f"{type(exc).__name__}: {exc}", method=method, url=url)
-                count_bc_request(self, method, response.status_code if response is not None else None)
+                if self.on_response is not None:
+                    self.on_response(method, response.status_code if response is not None else None)
             if response is not None:
                 if response.status_code < 400:
                     return response

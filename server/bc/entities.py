@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from server.bc.models import (
+    ENTITY_MODELS,
     BCRecord,
     Customer,
     CustomerPayment,
@@ -57,6 +58,11 @@ PURCHASE_INVOICES = EntitySet("purchaseInvoices", PurchaseInvoice)
 PURCHASE_ORDERS = EntitySet("purchaseOrders", PurchaseOrder)
 CUSTOMER_PAYMENT_JOURNALS = EntitySet("customerPaymentJournals", CustomerPaymentJournal)
 CUSTOMER_PAYMENTS = EntitySet("customerPayments", CustomerPayment)
+
+
+def entity_set(name: str) -> EntitySet[Any]:
+    """The standard entity set `name` with its model; an unknown name is read as CustomRecord."""
+    return EntitySet(name, ENTITY_MODELS.get(name, CustomRecord))
 
 
 def journal_payments(journal_id: str) -> EntitySet[CustomerPayment]:

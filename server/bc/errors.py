@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from server.runtime.retry import parse_retry_after
+
 _CORRELATION = re.compile(r"CorrelationId:\s*([0-9a-fA-F-]{36})")
 
 
@@ -100,28 +102,6 @@ class UnsafeNextLinkError(PermanentBCError):
 
 class BadRequestError(PermanentBCError):
     pass
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    from datetime import UTC, datetime
-
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def error_from_response(

@@ -334,3 +334,8 @@ ENTITY_MODELS: dict[str, type[BCRecord]] = {
         CustomerPaymentJournal,
     )
 }
+
+
+def record_json(record: BCRecord) -> dict[str, Any]:
+    """A BC record as the engine and the snapshot table see it: BC's JSON shape, no OData annotations."""
+    return {k: v for k, v in record.to_json().items() if not k.startswith("@")}

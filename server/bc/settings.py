@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.runtime.retry import BC_RETRY, RetryPolicy
+
 if TYPE_CHECKING:
     from server.settings import BCSettings
 
@@ -17,17 +19,6 @@ DEFAULT_API_HOST = "https://api.businesscentral.dynamics.com"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 # The token audience is the BC resource, whichever host serves the API (reference a).
 BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter; Retry-After wins when BC sends one."""
-
-    max_attempts: int = 6
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-    # A Retry-After above this is capped (BC queues requests up to 8 minutes; we would rather try again).
-    max_retry_after: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -48,7 +39,8 @@ class BCConfig:
     page_size: int = 1000
     # Batched reads split `id eq A or id eq B ...` so no request URL exceeds this many characters.
     max_url_length: int = 2048
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Exponential backoff with full jitter; Retry-After wins when BC sends one (capped).
+    retry: RetryPolicy = BC_RETRY
 
     def __post_init__(self) -> None:
         for name in ("tenant_id", "environment", "client_id", "api_host", "authority_host"):

@@ -22,7 +22,7 @@ from sqlmodel import Session
 from engine.evaluate import evaluate
 from engine.messages import PlannedMessage
 from engine.ruleset import RuleSet
-from server.bc.models import BCRecord
+from server.bc.models import BCRecord, record_json
 from server.planning.reminders import store_reminders
 from server.store.db import session_scope
 from server.store.snapshots import SnapshotIn, delete_snapshots, get_snapshots, put_snapshots
@@ -57,11 +57,6 @@ class StoreResult:
     planned: int  # messages the rules planned (before de-duplication)
     inserted: int  # new outbox rows (a replay inserts none)
     held: tuple[PlannedMessage, ...] = ()  # messages `hold` kept back (e.g. for grouping), not stored
-
-
-def record_json(record: BCRecord) -> dict[str, Any]:
-    """A BC record as the engine and the snapshot table see it: BC's JSON shape, no OData annotations."""
-    return {k: v for k, v in record.to_json().items() if not k.startswith("@")}
 
 
 def change_from_record(

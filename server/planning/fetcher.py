@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from server.bc.entities import CUSTOMER_PAYMENT_JOURNALS, CUSTOMER_PAYMENTS, journal_payments
+from server.bc.entities import CUSTOMER_PAYMENT_JOURNALS, CUSTOMER_PAYMENTS, entity_set, journal_payments
 from server.bc.errors import NotFoundError
 from server.bc.models import CustomerPayment
 from server.metrics import count_records_fetched
@@ -34,7 +34,6 @@ from server.planning.evaluation import (
     evaluate_and_store,
     journal_line_label,
 )
-from server.planning.subscriptions import entity_set
 from server.runtime.crashpoints import crash_point
 from server.runtime.logs import get_logger
 from server.services import Services

@@ -1,12 +1,6 @@
-"""`/webhooks/bc`: BC's validation handshake and change notifications. Store first, work later.
+"""The ingest behind `/webhooks/bc` (server/web/bc_webhook.py): check BC's change notifications
+and store them. Store first, work later.
 
-BC's rules shape the answers (bc-api.md section b, "What this means"):
-- Handshake: `?validationToken=...` on POST or GET -> 200 text/plain with the raw token (never
-  HTML, so a token carrying markup is only ever echoed as plain text).
-- A 4xx other than 408/429 makes BC DELETE the subscription and stop; 5xx/408/429 make it retry for
-  36 hours. So: good items -> 202 (even when other items in the same POST were bad); every item bad
-  -> 403 (a forged POST learns nothing, and a subscription whose clientState we no longer accept is
-  one BC should drop); a database failure -> 503 so BC retries and no notification is lost.
 - Each item's clientState is compared in constant time with the stored subscription's; an unknown
   subscription, a mismatch, or a resource outside the subscription's (company, entity) drops the
   item (logged without the clientState). Nothing is fetched from BC inside the request: the fetch
@@ -30,13 +24,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import msgspec
-from litestar import Request, Response, route
-from litestar.di import NamedDependency
-from litestar.enums import MediaType
-from litestar.types import ControllerRouterHandler
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from server.bc.models import ChangeType, NotificationItem, Timestamp
 from server.metrics import count_notifications
@@ -50,7 +39,6 @@ from server.store.tables import BcSubscription
 
 log = get_logger("ml_connector.webhooks.bc")
 
-MAX_TOKEN_LENGTH = 1024  # BC's tokens are short; refuse to echo anything huge
 LIVE_STATUSES = frozenset({"creating", "active", "renewing"})
 
 
@@ -60,10 +48,6 @@ class Verdict:
 
     accepted: list[NotificationIn]
     dropped: list[tuple[int, str]]  # (index in value[], reason)
-
-
-def text(body: str, status: int) -> Response[str]:
-    return Response(content=body, status_code=status, media_type=MediaType.TEXT)
 
 
 def parse_body(raw: bytes) -> list[Any]:
@@ -443,36 +427,3 @@ def store_posts(services: Services, posts: list[list[NotificationIn]]) -> list[i
         counts = [store_notifications(connection, items, now=now) for items in posts]
     crash_point("webhook.bc.stored")
     return counts
-
-
-@route("/webhooks/bc", http_method=["GET", "POST"], status_code=202, include_in_schema=True)
-async def bc_webhook(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Response[str]:
-    """BC webhook endpoint: validation handshake (POST or GET) and change notifications (POST)."""
-    token = request.query_params.get("validationToken")
-    if token is not None:
-        if not token or len(token) > MAX_TOKEN_LENGTH:
-            return text("validationToken is empty or too long", 400)
-        return text(token, 200)
-    if request.method != "POST":
-        return text("expected a validationToken query parameter", 400)
-    body = await request.body()
-    items: list[Item] | list[Any] | None = decode_items(body)
-    decoded = items is not None
-    if items is None:
-        try:
-            items = parse_body(body)
-        except ValueError as exc:
-            return text(str(exc), 400)
-    try:
-        verdict, stored = await ingest_for(services).check_and_store(services, items, decoded=decoded)
-        if items and not verdict.accepted:
-            return text("no acceptable notification in the request", 403)
-    except SQLAlchemyError as exc:
-        log.error("bc notification not stored; BC will retry", error=type(exc).__name__)
-        return text("temporarily unable to store notifications", 503)
-    if stored:
-        services.wake("fetcher")
-    return text(f"accepted {len(verdict.accepted)}, new {stored}", 202)
-
-
-ROUTES: list[ControllerRouterHandler] = [bc_webhook]

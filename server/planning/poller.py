@@ -16,7 +16,7 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
-from server.bc.entities import CUSTOMER_PAYMENT_JOURNALS, CUSTOMER_PAYMENTS
+from server.bc.entities import CUSTOMER_PAYMENT_JOURNALS, CUSTOMER_PAYMENTS, entity_set
 from server.bc.models import BCRecord
 from server.planning.evaluation import (
     RecordChange,
@@ -24,7 +24,7 @@ from server.planning.evaluation import (
     evaluate_and_store,
     journal_line_label,
 )
-from server.planning.subscriptions import company_ids, entity_set
+from server.planning.subscriptions import company_ids
 from server.runtime.logs import get_logger
 from server.services import Services
 from server.store.db import read_scope, session_scope

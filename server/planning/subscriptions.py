@@ -21,12 +21,11 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from engine.catalogue import default_catalogue
-from server.bc.entities import EntitySet
+from server.bc.entities import entity_set
 from server.bc.errors import BCError, EntityChangedError, NotFoundError
-from server.bc.models import ENTITY_MODELS, CustomRecord, Subscription
+from server.bc.models import Subscription
 from server.planning.evaluation import RecordChange, change_from_record, evaluate_and_store
 from server.runtime.crashpoints import crash_point
 from server.runtime.logs import get_logger
@@ -47,17 +46,15 @@ log = get_logger("ml_connector.subscriptions")
 
 LEASE_NAME = "bc-subscriptions"
 WEBHOOK_EVENTS = frozenset({"created", "updated", "deleted"})
-# Rule entity -> the webhook-enabled entity whose notifications announce its changes (reference b:
-# "A change to a line notifies the document header"). Rules on these read the lines on notice.
+# Rule entity -> the webhook-enabled entity whose notifications announce its changes: BC notifies
+# a change to a line on its document header (webhooks are for the header entities,
+# https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/dynamics-subscriptions).
+# Rules on these read the lines on notice.
 NOTIFIED_THROUGH = {"customerPayments": "customerPaymentJournals"}
 PROXY_EVENTS = frozenset({"created", "updated", "deleted", "poll"})
 LIVE = ("creating", "active", "renewing")
 PRIME_CHUNK = 500
 STALE_CREATING = timedelta(minutes=5)  # longer than any create call (handshake included) can take
-
-
-def entity_set(name: str) -> EntitySet[Any]:
-    return EntitySet(name, ENTITY_MODELS.get(name, CustomRecord))
 
 
 def notification_url(services: Services) -> str:
@@ -337,4 +334,6 @@ class SubscriptionManager:
             entity=entity,
             changes=changes,
             now=services.clock.now(),
+            reminders=services.settings.reminders,
+            test_mode=services.settings.testing,
         )

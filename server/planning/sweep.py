@@ -30,9 +30,10 @@ from sqlmodel import Session
 
 from engine.messages import PlannedMessage
 from engine.ruleset import RuleSet
+from server.bc.entities import entity_set
 from server.planning.evaluation import change_from_record, evaluate_and_store, groups_on_sweep, insert_grouped
 from server.planning.reminders import DunningSettings
-from server.planning.subscriptions import company_ids, entity_set
+from server.planning.subscriptions import company_ids
 from server.runtime.logs import get_logger
 from server.services import Services
 from server.store import sweep_staging

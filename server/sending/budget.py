@@ -1,4 +1,4 @@
-"""The send budget (messages per second) and the retry backoff of the dispatcher.
+"""The send budget (messages per second) of the dispatcher (its retry backoff: server/runtime/retry.py).
 
 SendBudget is a token bucket with reservations, as in Go's x/time/rate: each send takes a token;
 when the bucket is empty the caller is told how long to wait and the token is already its own, so
@@ -10,7 +10,6 @@ It runs on monotonic time, never the wall clock (a clock jump must not release a
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -82,25 +81,3 @@ class SendBudget:
 
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - self._now())
-
-
-def backoff_delay(
-    attempt: int,
-    *,
-    base: float,
-    cap: float,
-    rng: random.Random,
-    retry_after: float | None = None,
-) -> float:
-    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2^(attempt-1))).
-
-    Full jitter spreads retries of many messages that failed together (a 429 storm) so they do not
-    come back as one wave. A Retry-After from Twilio is a floor.
-    """
-    if attempt < 1:
-        raise ValueError("attempt counts from 1")
-    ceiling = min(cap, base * (2 ** min(attempt - 1, 30)))
-    delay = rng.uniform(0.0, ceiling)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay

@@ -54,7 +54,8 @@ from urllib.parse import quote
 from server.metrics import observe_send
 from server.runtime.clock import monotonic
 from server.runtime.logs import get_logger
-from server.sending.budget import SendBudget, backoff_delay
+from server.runtime.retry import backoff_delay
+from server.sending.budget import SendBudget
 from server.sending.reconcile import ReconcilePolicy, Reconciler
 from server.sending.release import ReleaseCheck
 from server.sending.sendwindow import hold_until_for_row

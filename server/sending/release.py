@@ -35,9 +35,9 @@ from engine.messages import PlannedMessage
 from engine.model import CHANNELS
 from engine.render import sms_segments
 from engine.ruleset import CompiledRule, RuleSet
+from server.bc.entities import entity_set
 from server.bc.errors import BCError
-from server.planning.evaluation import record_json
-from server.planning.subscriptions import entity_set
+from server.bc.models import record_json
 from server.runtime.logs import get_logger
 from server.services import Services
 from server.store import outbox

@@ -361,3 +361,14 @@ def purge_done(session: Session, *, before: datetime) -> int:
 def count_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(sa.select(_INBOX.c.status, sa.func.count()).group_by(_INBOX.c.status)).all()
     return {str(status): int(n) for status, n in rows}
+
+
+def count_unfinished(session: Session) -> int:
+    """Inbox items not yet fetched: pending, or claimed by a fetcher (processing)."""
+    return int(
+        session.exec(
+            select(sa.func.count())
+            .select_from(InboxNotification)
+            .where(col(InboxNotification.status).in_(["pending", "processing"]))
+        ).one()
+    )

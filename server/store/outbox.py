@@ -824,3 +824,21 @@ def _add_events(
         )
     else:
         session.execute(sa.insert(_EVENTS), rows)
+
+
+def count_due(session: Session, *, now: datetime) -> int:
+    """Outbox messages a dispatcher may claim now (claimable status, next attempt not in the future)."""
+    return int(
+        session.exec(
+            select(sa.func.count())
+            .select_from(OutboxMessage)
+            .where(col(OutboxMessage.status).in_([s.value for s in CLAIMABLE]))
+            .where(col(OutboxMessage.next_attempt_at) <= now)
+        ).one()
+    )
+
+
+def count_by_rule(session: Session) -> list[tuple[str, int]]:
+    """How many outbox rows each rule planned, whatever became of them."""
+    rows = session.exec(select(OutboxMessage.rule_id, sa.func.count()).group_by(OutboxMessage.rule_id)).all()
+    return [(rule_id, int(count)) for rule_id, count in rows]

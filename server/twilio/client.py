@@ -27,16 +27,16 @@ import asyncio
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import date, datetime
-from email.utils import parsedate_to_datetime
+from datetime import date
 from typing import Any
 from urllib.parse import quote, urljoin
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from server.runtime.clock import Clock, SystemClock, monotonic
 from server.runtime.crashpoints import crash_point
+from server.runtime.retry import TWILIO_RETRY, RetryPolicy, parse_retry_after
 from server.twilio.errors import (
     DeliveryError,
     InvalidRequestError,
@@ -64,17 +64,6 @@ Sleep = Callable[[float], Awaitable[None]]
 FormData = dict[str, str | list[str]]
 
 
-class RetryPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_attempts: int = Field(default=5, ge=1, description="Total tries per operation, the first included.")
-    base_delay: float = Field(default=0.5, ge=0, description="Backoff ceiling of the first retry (seconds).")
-    max_delay: float = Field(default=20.0, ge=0, description="Backoff ceiling grows x2 per retry up to this.")
-    max_retry_after: float = Field(
-        default=30.0, ge=0, description="A longer Retry-After is returned to the caller instead of slept."
-    )
-
-
 class TwilioClientConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -88,7 +77,8 @@ class TwilioClientConfig(BaseModel):
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
     write_timeout: float = 15.0
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    # A Retry-After longer than retry.max_retry_after is returned to the caller instead of slept.
+    retry: RetryPolicy = TWILIO_RETRY
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> TwilioClientConfig:
@@ -112,22 +102,6 @@ class TwilioClientConfig(BaseModel):
         if self.auth_token.get_secret_value():
             return httpx.BasicAuth(self.account_sid, self.auth_token.get_secret_value())
         raise ValueError("Twilio credentials missing: set api_key_sid + api_key_secret (or auth_token)")
-
-
-def _retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """Retry-After as delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (moment - now).total_seconds())
 
 
 class TwilioClient:
@@ -410,12 +384,9 @@ class TwilioClient:
         """Full jitter: uniform(0, min(max_delay, base * 2^(attempt-1))); at least Retry-After.
         None = Retry-After is longer than we are willing to wait in-line."""
         policy = self.config.retry
-        ceiling = min(policy.max_delay, policy.base_delay * (2 ** (attempt - 1)))
-        delay = self._rng.uniform(0, ceiling)
-        if retry_after is not None:
-            if retry_after > policy.max_retry_after:
-                return None
-            delay = max(delay, retry_after)
+        delay = policy.backoff(attempt, self._rng, retry_after)
+        if retry_after is not None and retry_after > policy.max_retry_after:
+            return None
         return delay
 
     async def _request(
@@ -468,7 +439,7 @@ class TwilioClient:
                         status=response.status_code,
                         operation=operation,
                     )
-                retry_after = _retry_after_seconds(response.headers.get("Retry-After"), self._clock.now())
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock.now())
                 error = error_from_response(
                     response.status_code, body, operation=operation, retry_after=retry_after
                 )

@@ -163,7 +163,8 @@ async def drain(dispatcher: Dispatcher, stack: Stack, *, passes: int = 50, step_
 
 async def without_inline_retries(stack: Stack) -> None:
     """Swap in a Twilio client that does not retry in-line, so every 429/5xx reaches the dispatcher."""
-    from server.twilio.client import RetryPolicy, TwilioClient, TwilioClientConfig
+    from server.runtime.retry import RetryPolicy
+    from server.twilio.client import TwilioClient, TwilioClientConfig
 
     old = stack.services.twilio
     config = TwilioClientConfig.from_settings(

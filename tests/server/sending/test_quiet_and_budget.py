@@ -10,8 +10,9 @@ import pytest
 
 from engine.loader import load_ruleset
 from server.runtime.clock import ManualClock
+from server.runtime.retry import backoff_delay
 from server.sandbox.stack import Stack
-from server.sending.budget import SendBudget, backoff_delay
+from server.sending.budget import SendBudget
 from server.sending.quiet import QuietHoursError, parse_quiet_hours, quiet_until
 
 from .conftest import creates, insert, make_dispatcher, message, row
