@@ -4,14 +4,37 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
+
+from server.runtime.clock import Clock, ManualClock
+
+if TYPE_CHECKING:
+    from server.sandbox.stack import Stack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_REFERENCE = Path(os.environ.get("MLC_SHARED_REFERENCE", REPO_ROOT.parent / "shared" / "reference"))
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+# A Wednesday, 09:00 in London: past the default 08:00 sweep time.
+START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock_start() -> datetime:
+    """The moment `clock` starts at; a folder whose tests need another moment overrides this fixture."""
+    return START
+
+
+@pytest.fixture
+def clock(clock_start: datetime) -> ManualClock:
+    """A manual clock at `clock_start`: time moves only when a test advances it."""
+    return ManualClock(clock_start)
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +105,49 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite file for one test (the backend of the tests that need only one)."""
+    return f"sqlite:///{tmp_path / 'connector.sqlite3'}"
+
+
+# --- the stack: both simulators and the connector over loopback (server.sandbox.stack.Stack) ---------
+# One `stack` fixture; a folder configures it by overriding the value fixtures below.
+
+
+@pytest.fixture
+def stack_url(database_url: str) -> str:
+    """The database `stack` runs on: both backends, unless a folder narrows it (to `sqlite_url`)."""
+    return database_url
+
+
+@pytest.fixture
+def stack_settings() -> dict[str, Any]:
+    """Settings overrides for `stack` (Stack's settings_overrides)."""
+    return {}
+
+
+@pytest.fixture
+def stack_class() -> type[Stack]:
+    """The Stack (sub)class `stack` starts."""
+    from server.sandbox.stack import Stack  # imported here: the engine tests need none of the server
+
+    return Stack
+
+
+@pytest.fixture
+async def stack(
+    stack_class: type[Stack], stack_url: str, clock: Clock, stack_settings: dict[str, Any]
+) -> AsyncIterator[Stack]:
+    async with stack_class(database_url=stack_url, clock=clock, settings_overrides=stack_settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the connector's API, with its bearer token."""
+    headers = {"Authorization": f"Bearer {stack.api_token}"}
+    async with httpx.AsyncClient(base_url=stack.url, headers=headers, timeout=30) as client:
+        yield client

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
+from server.runtime.clock import OffsetClock
 from server.sandbox.stack import Stack
 from server.settings import ChangeSettings
 
@@ -31,23 +30,23 @@ def write_figures(name: str, figures: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    overrides = {
+def clock() -> OffsetClock:
+    """The hostile-input tests run on moving time (Stack's own default clock), not a manual clock."""
+    return OffsetClock()
+
+
+@pytest.fixture
+def stack_url(sqlite_url: str) -> str:
+    return sqlite_url
+
+
+@pytest.fixture
+def stack_settings() -> dict[str, Any]:
+    return {
         "secret_key": Fernet.generate_key().decode(),
         "changes": ChangeSettings(max_attempts=3, approver_roles={"controller": APPROVER}),
         "max_body_bytes": 65_536,
     }
-    async with Stack(
-        database_url=f"sqlite:///{tmp_path / 'connector.sqlite3'}", settings_overrides=overrides
-    ) as s:
-        yield s
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {stack.api_token}"}
-    async with httpx.AsyncClient(base_url=stack.url, headers=headers, timeout=30) as client:
-        yield client
 
 
 def row_counts(stack: Stack) -> dict[str, int]:

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from server.runtime.clock import ManualClock
 from server.sandbox.stack import Stack
 from server.settings import ChangeSettings
 
-START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 APPROVER = "+447700900123"
 CONTROLLER = "+447700900456"
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
 
 
 @pytest.fixture
@@ -44,17 +34,8 @@ def change_settings(**overrides: Any) -> ChangeSettings:
 
 
 @pytest.fixture
-async def stack(database_url: str, clock: ManualClock, secret_key: str) -> AsyncIterator[Stack]:
-    overrides = {"changes": change_settings(), "secret_key": secret_key}
-    async with Stack(database_url=database_url, clock=clock, settings_overrides=overrides) as running:
-        yield running
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {stack.api_token}"}
-    async with httpx.AsyncClient(base_url=stack.url, headers=headers, timeout=30) as http:
-        yield http
+def stack_settings(secret_key: str) -> dict[str, Any]:
+    return {"changes": change_settings(), "secret_key": secret_key}
 
 
 def record_id(stack: Stack, entity: str, number_field: str, number: str) -> str:

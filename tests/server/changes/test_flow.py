@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlmodel import select
+from sqlmodel import col, select
 
 from server.runtime.clock import ManualClock
 from server.sandbox.stack import Stack
@@ -21,9 +21,15 @@ NEW_IBAN = "GB82WEST12345698765432"
 def audit_actions(stack: Stack, change_id: int) -> list[str]:
     with read_scope(stack.services.db) as session:
         rows = session.exec(
-            select(AuditEntry).where(AuditEntry.subject == f"change:{change_id}").order_by(AuditEntry.id)
+            select(AuditEntry).where(AuditEntry.subject == f"change:{change_id}").order_by(col(AuditEntry.id))
         ).all()
         return [r.action for r in rows]
+
+
+def bc_record(stack: Stack, company: str, entity: str, record: str) -> dict[str, Any]:
+    found = stack.bc_sim.get_record(company, entity, record)
+    assert found is not None, f"no {entity} {record} in the simulator"
+    return found
 
 
 def bank_patches(stack: Stack) -> list[dict[str, Any]]:
@@ -52,7 +58,7 @@ async def test_approved_code_writes_the_bank_details_once_with_if_match(
 ) -> None:
     company = stack.bc_sim.companies[0]
     account = record_id(stack, "vendorBankAccounts", "code", "MAIN")
-    etag_before = stack.bc_sim.get_record(company, "vendorBankAccounts", account)["@odata.etag"]
+    etag_before = bc_record(stack, company, "vendorBankAccounts", account)["@odata.etag"]
 
     change = await propose_bank_change(api, stack)
     assert change["status"] == "pending"
@@ -70,7 +76,7 @@ async def test_approved_code_writes_the_bank_details_once_with_if_match(
 
     [patch] = bank_patches(stack)
     assert patch["headers"]["if-match"] == etag_before
-    record = stack.bc_sim.get_record(company, "vendorBankAccounts", account)
+    record = bc_record(stack, company, "vendorBankAccounts", account)
     assert record["iban"] == NEW_IBAN
     assert record["bankAccountNumber"] == "98765432"
 
@@ -178,7 +184,7 @@ async def test_record_changed_in_bc_meanwhile_is_a_conflict(stack: Stack, api: h
     assert response.json()["change"]["status"] == "conflict"
     [patch] = bank_patches(stack)
     assert patch["status"] == 409
-    record = stack.bc_sim.get_record(company, "vendorBankAccounts", account)
+    record = bc_record(stack, company, "vendorBankAccounts", account)
     assert record["iban"] != NEW_IBAN
     assert record["name"] == "Renamed in BC"
 
@@ -244,7 +250,7 @@ async def test_role_approver_by_call_on_a_standard_vendor(stack: Stack, api: htt
     assert confirmed.status_code == 200, confirmed.text
     [patch] = stack.bc_sim.requests(path_contains="/api/v2.0/", method="PATCH")
     assert f"vendors({vendor})" in patch["path"]
-    assert stack.bc_sim.get_record(company, "vendors", vendor)["email"] == "remit@cascadepack.example"
+    assert bc_record(stack, company, "vendors", vendor)["email"] == "remit@cascadepack.example"
     with read_scope(stack.services.db) as session:
         written = session.exec(select(AuditEntry).where(AuditEntry.action == "change.written")).one()
         assert written.actor == "carol"

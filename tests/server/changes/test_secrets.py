@@ -22,7 +22,8 @@ from server.runtime.logs import configure_logging
 from server.sandbox.stack import Stack
 from server.store.db import read_scope
 from server.store.tables import AuditEntry
-from tests.server.changes.conftest import APPROVER, START, record_id
+from tests.conftest import START
+from tests.server.changes.conftest import APPROVER, record_id
 from tests.server.changes.scan import database_text
 
 

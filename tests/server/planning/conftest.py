@@ -4,13 +4,14 @@ served on a real loopback port (server.sandbox.stack.Stack), on SQLite and on Po
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlmodel import col, select
 
+from engine.loader import load_ruleset
+from engine.ruleset import RuleSet
 from server.runtime.clock import ManualClock
 from server.sandbox.stack import Stack
 from server.settings import Settings
@@ -18,26 +19,19 @@ from server.store.db import read_scope
 from server.store.tables import BcSubscription, InboxNotification, OutboxMessage
 from simulators.bc.seeds.demo import GB_COMPANY_ID
 
-# A Wednesday, 09:00 in London: past the default 08:00 sweep time.
-START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 GB = GB_COMPANY_ID
 
 
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'connector.sqlite3'}"
+@pytest.fixture(scope="session")
+def shipped(repo_root: Path) -> RuleSet:
+    """The rules the project ships (rules/)."""
+    return load_ruleset(repo_root / "rules")
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-async def stack(database_url: str, clock: ManualClock) -> AsyncIterator[Stack]:
-    """The whole stack on SQLite and on PostgreSQL (for the key scenarios)."""
-    async with make_stack(database_url, clock) as running:
-        yield running
+def stack_class() -> type[Stack]:
+    """`stack` (tests/conftest.py) runs on SQLite and on PostgreSQL, for the key scenarios, with one company."""
+    return OneCompanyStack
 
 
 @pytest.fixture

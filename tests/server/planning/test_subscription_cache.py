@@ -9,7 +9,6 @@ refused at the latest `ttl` after the change.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,8 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from server.planning.notifications import SubscriptionCache, Verdict, check_items
-from server.store.db import create_db_engine, session_scope
-from server.store.migrate import upgrade_database
+from server.store.db import session_scope
 from server.store.subscriptions import hash_client_state
 from server.store.tables import BcSubscription
 
@@ -37,16 +35,6 @@ class Ticker:
 
     def __call__(self) -> float:
         return self.value
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_db_engine(database_url)
-    upgrade_database(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

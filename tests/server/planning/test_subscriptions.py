@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.timeout(90)
 EXPECTED = {"customers", "purchaseInvoices", "customerPaymentJournals"}
 
 
-def remote(stack: Stack) -> dict[str, dict[str, object]]:
+def remote(stack: Stack) -> dict[str, dict[str, Any]]:
     """BC's subscriptions by entity set (from the resource path)."""
     return {str(s["resource"]).rsplit("/", 1)[1]: s for s in stack.bc_sim.subscriptions()}
 

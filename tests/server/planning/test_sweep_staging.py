@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from engine.loader import load_ruleset
+from engine.messages import PlannedMessage
 from engine.ruleset import RuleSet
 from server.planning.evaluation import RecordChange, evaluate_and_store, groups_on_sweep, insert_grouped
 from server.planning.sweep import LEASE_TTL, HeldRun, Sweeper
 from server.runtime.clock import ManualClock
 from server.sandbox.stack import Stack
-from server.store.db import create_db_engine, read_scope, session_scope
-from server.store.migrate import upgrade_database
+from server.settings import Settings
+from server.store.db import read_scope, session_scope
 from server.store.pauses import add_pause
 from server.store.snapshots import SnapshotIn, put_snapshots
 from server.store.tables import MessageEvent, OutboxMessage, SweepHeldMessage
@@ -47,21 +46,6 @@ NOW = datetime(2026, 12, 15, 17, 0, tzinfo=UTC)  # 09:00 in Los Angeles, the rul
 MANAGER = "+1 503 555 0177"  # the account manager of rules/invoice-overdue.yaml
 PHONES = ("+1 503 555 0101", "+1 503 555 0102", MANAGER)  # customers share numbers
 DUE_OFFSETS = (-3, 1, 2, 9, 10, 14, 15, 30, 31)  # days overdue: every stage (7 starts at 9: grace)
-
-
-@pytest.fixture(scope="module")
-def shipped(repo_root: Path) -> RuleSet:
-    return load_ruleset(repo_root / "rules")
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_db_engine(database_url)
-    upgrade_database(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def customer(n: int) -> dict[str, Any]:
@@ -101,21 +85,20 @@ def pages(records: list[dict[str, Any]], size: int) -> list[list[RecordChange]]:
 
 def outbox(engine: Engine) -> list[tuple[Any, ...]]:
     with read_scope(engine) as session:
-        rows = session.execute(
-            sa.select(
-                OutboxMessage.job_id,
-                OutboxMessage.rule_id,
-                OutboxMessage.record_id,
-                OutboxMessage.record_number,
-                OutboxMessage.recipient,
-                OutboxMessage.status,
-                OutboxMessage.error_code,
-                OutboxMessage.error_message,
-                OutboxMessage.body,
-                OutboxMessage.group_job_id,
-                OutboxMessage.dedupe_key,
-            )
-        ).all()
+        columns: list[Any] = [  # the model's attributes, typed as their Python values
+            OutboxMessage.job_id,
+            OutboxMessage.rule_id,
+            OutboxMessage.record_id,
+            OutboxMessage.record_number,
+            OutboxMessage.recipient,
+            OutboxMessage.status,
+            OutboxMessage.error_code,
+            OutboxMessage.error_message,
+            OutboxMessage.body,
+            OutboxMessage.group_job_id,
+            OutboxMessage.dedupe_key,
+        ]
+        rows = session.execute(sa.select(*columns)).all()
     return sorted(tuple(r) for r in rows)
 
 
@@ -130,6 +113,7 @@ def test_stored_a_few_recipients_at_a_time_the_outbox_is_the_one_batch_outbox(
     engine: Engine, shipped: RuleSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLC_REMINDER_SUPPRESS_FIELD", "customer.blocked")
+    reminders = Settings(_env_file=None).reminders  # read once, as the service does
     with session_scope(engine) as session:
         add_pause(
             session,
@@ -147,25 +131,25 @@ def test_stored_a_few_recipients_at_a_time_the_outbox_is_the_one_batch_outbox(
     hold = groups_on_sweep(shipped)
 
     # Before: every held message in memory, stored in one batch at the end.
-    held = []
+    held: list[PlannedMessage] = []
     for page in pages(records, 7):
         result = evaluate_and_store(
             engine, shipped, company_id=COMPANY, entity="salesInvoices", changes=page, now=NOW,
-            store_snapshots=False, hold=hold,
+            store_snapshots=False, hold=hold, reminders=reminders,
         )  # fmt: skip
         held.extend(result.held)
-    insert_grouped(engine, shipped, company_id=COMPANY, messages=held, now=NOW)
+    insert_grouped(engine, shipped, company_id=COMPANY, messages=held, now=NOW, reminders=reminders)
     one_batch = outbox(engine)
     with session_scope(engine) as session:
         session.execute(sa.delete(MessageEvent))
         session.execute(sa.delete(OutboxMessage))
 
     # Now: staged with each page, stored a few whole recipients at a time.
-    run = HeldRun(engine, shipped, company_id=COMPANY, entity="salesInvoices")
+    run = HeldRun(engine, shipped, company_id=COMPANY, entity="salesInvoices", reminders=reminders)
     for page in pages(records, 7):
         result = evaluate_and_store(
             engine, shipped, company_id=COMPANY, entity="salesInvoices", changes=page, now=NOW,
-            store_snapshots=False, hold=hold, stage_held=run.stage,
+            store_snapshots=False, hold=hold, stage_held=run.stage, reminders=reminders,
         )  # fmt: skip
         assert result.held == ()  # staged, not handed back
     assert run.staged == len(held) and len(staged_rows(engine)) == len(held)
@@ -299,7 +283,7 @@ async def test_a_sweep_killed_mid_sweep_then_swept_again_plans_nothing_twice(
     assert staged_rows(stack.services.db) == []
     assert outbox_rows(stack, job_id=gone.message["job_id"]) == []
     members = [r for r in outbox_rows(stack, rule_id="invoice-overdue") if r.record_id in ours]
-    assert sorted(r.record_id for r in members) == sorted(ours)  # each invoice once
+    assert sorted((r.record_id for r in members), key=str) == sorted(ours)  # each invoice once
     assert {r.error_code for r in members} == {"grouped"}
     [group_id] = {r.group_job_id for r in members}
     [grouped] = outbox_rows(stack, job_id=group_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from server.store import outbox
 from server.store.db import read_scope, session_scope
 from server.store.outbox import PlannedRow
 from server.store.tables import MessageEvent, OptOut, OutboxMessage
-from simulators.twilio.simulator import RecordedRequest
+from simulators.twilio.app import RecordedRequest
 
 # 12:00 UTC on a weekday: outside the test windows unless a test moves the clock.
 START = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -31,29 +30,29 @@ PHONE = "+447700900123"
 RULE = "test-notice"  # not a shipped rule: the row's own send window applies
 
 
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'connector.sqlite3'}"
+# A fast send budget: the budget itself is tested on its own, without wall-clock waits.
+FAST_BUDGET: dict[str, Any] = {"messages_per_second": 1000.0}
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
+def clock_start() -> datetime:
+    return START
 
 
 async def open_stack(database_url: str, clock: ManualClock) -> Stack:
-    # A fast send budget: the budget itself is tested on its own, without wall-clock waits.
-    stack = Stack(database_url=database_url, clock=clock, settings_overrides={"messages_per_second": 1000.0})
+    stack = Stack(database_url=database_url, clock=clock, settings_overrides=dict(FAST_BUDGET))
     return await stack.start()
 
 
 @pytest.fixture
-async def stack(sqlite_url: str, clock: ManualClock) -> AsyncIterator[Stack]:
-    running = await open_stack(sqlite_url, clock)
-    try:
-        yield running
-    finally:
-        await running.stop()
+def stack_url(sqlite_url: str) -> str:
+    """`stack` (tests/conftest.py) runs on SQLite; `any_stack` on both backends."""
+    return sqlite_url
+
+
+@pytest.fixture
+def stack_settings() -> dict[str, Any]:
+    return dict(FAST_BUDGET)
 
 
 @pytest.fixture

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import cast
 from urllib.parse import quote
 
+from server.runtime.clock import ManualClock
 from server.sandbox.stack import Stack
 from server.store.states import MessageStatus
 
@@ -129,7 +131,9 @@ async def test_drain_waits_for_an_unknown_send_to_be_reconciled_then_sends_it_on
         await dispatcher.drain(within=0.3)  # within the reconcile grace: not drained, not sent
     assert creates(stack) == [] and message(stack, job).status == "unknown"
 
-    stack.clock.advance(timedelta(seconds=121))  # past the grace: Twilio's list holds nothing
+    cast(ManualClock, stack.clock).advance(
+        timedelta(seconds=121)
+    )  # past the grace: Twilio's list holds nothing
     sent, _passes = await dispatcher.drain(within=30)
     assert sent == 1 and len(creates(stack)) == 1
     assert message(stack, job).status == "queued"

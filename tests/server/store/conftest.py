@@ -1,44 +1,13 @@
-"""Store fixtures: every test gets a fresh, migrated database, once on SQLite and once on PostgreSQL."""
+"""Store fixtures: planned outbox rows; every test gets a fresh, migrated database (`engine`, from
+tests/server/conftest.py), once on SQLite and once on PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from sqlalchemy.engine import Engine
 
-from server.runtime.clock import ManualClock
-from server.store.db import create_db_engine
-from server.store.migrate import upgrade_database
 from server.store.outbox import PlannedRow
-
-START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = create_db_engine(db_url)
-    upgrade_database(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
 
 PlannedFactory = Callable[..., PlannedRow]
 

@@ -15,8 +15,9 @@ from sqlalchemy.engine import Engine
 from server.store import outbox
 from server.store.db import session_scope
 from server.store.tables import OutboxMessage
+from tests.conftest import START
 
-from .conftest import START, PlannedFactory
+from .conftest import PlannedFactory
 
 WORKER = Path(__file__).with_name("claim_worker.py")
 JOBS = 1000
@@ -24,7 +25,7 @@ JOBS = 1000
 
 @pytest.mark.slow
 def test_two_processes_claim_each_job_exactly_once(
-    engine: Engine, db_url: str, planned: PlannedFactory, repo_root: Path
+    engine: Engine, database_url: str, planned: PlannedFactory, repo_root: Path
 ) -> None:
     with session_scope(engine) as session:
         inserted = outbox.insert_planned(
@@ -35,7 +36,7 @@ def test_two_processes_claim_each_job_exactly_once(
     env = {**os.environ, "PYTHONPATH": str(repo_root)}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), db_url, f"proc-{n}"],
+            [sys.executable, str(WORKER), database_url, f"proc-{n}"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

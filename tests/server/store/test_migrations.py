@@ -27,9 +27,9 @@ def test_migrations_match_models(engine: Engine) -> None:
     assert current_revision(engine) == head_revision()
 
 
-def test_comparison_would_notice_a_missing_table(db_url: str) -> None:
+def test_comparison_would_notice_a_missing_table(database_url: str) -> None:
     # Guards the test above: on an empty database the comparison must report every table.
-    engine = create_db_engine(db_url)
+    engine = create_db_engine(database_url)
     try:
         added = {d[1].name for d in _diff(engine) if isinstance(d, tuple) and d[0] == "add_table"}
         assert added == {t.__tablename__ for t in ALL_TABLES}

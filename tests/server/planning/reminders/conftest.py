@@ -1,4 +1,5 @@
-"""Fixtures for the dunning tests: the shipped rules, invoices, and a migrated SQLite store."""
+"""Fixtures for the reminders tests: invoices, and a migrated SQLite store (the shipped rules come from
+tests/server/planning/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,13 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
-from engine.loader import load_ruleset
-from engine.ruleset import RuleSet
 from server.planning.sweep import Sweeper
 from server.runtime.clock import ManualClock
 from server.sandbox.stack import Stack
-from server.store.db import create_db_engine, read_scope
-from server.store.migrate import upgrade_database
+from server.store.db import read_scope
 from server.store.tables import OutboxMessage
 from simulators.bc.seeds.demo import GB_COMPANY_ID
+from tests.server.conftest import migrated_engine
 
 NORTHWIND = {
     "id": "b7e2d4a1-5c3f-ef11-8a6b-6045bde9c1a2",
@@ -46,17 +45,10 @@ def invoice(number: str, due: str, amount: float = 100.0, **changes: Any) -> dic
     return record
 
 
-@pytest.fixture(scope="session")
-def shipped(repo_root: Path) -> RuleSet:
-    return load_ruleset(repo_root / "rules")
-
-
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Engine]:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'dunning.sqlite3'}")
-    upgrade_database(engine)
-    yield engine
-    engine.dispose()
+def db(sqlite_url: str) -> Iterator[Engine]:
+    with migrated_engine(sqlite_url) as engine:
+        yield engine
 
 
 # --- end-to-end helpers: the stack (both simulators + the connector) at a chosen moment -----------

@@ -3,9 +3,7 @@ a grouped reminder reaches the Twilio simulator as one text, and the pauses API 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -17,18 +15,16 @@ from simulators.bc.seeds.demo import GB_COMPANY_ID
 
 pytestmark = pytest.mark.timeout(90)
 
-START = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # a Wednesday, 09:00 in London
+
+@pytest.fixture
+def stack_class() -> type[Stack]:
+    """`stack` here is the plain Stack (not the folder's OneCompanyStack), on SQLite only."""
+    return Stack
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-async def stack(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Stack]:
-    async with Stack(database_url=f"sqlite:///{tmp_path / 'c.sqlite3'}", clock=clock) as running:
-        yield running
+def stack_url(sqlite_url: str) -> str:
+    return sqlite_url
 
 
 def _invoice(stack: Stack, number: str, due: str, amount: float) -> dict[str, object]:

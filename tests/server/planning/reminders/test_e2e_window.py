@@ -39,7 +39,7 @@ async def test_a_new_york_recipient_is_held_until_8am_new_york_time(
     await stack.run("dispatcher")
     await stack.twilio_sim.asettle()
     [body] = texts_to(stack, "+12125550100")
-    # Planned on the 24th ("1 day overdue"), rendered again at release on the 25th (server/recheck.py).
+    # Planned on the 24th ("1 day overdue"), rendered again at release on the 25th (server/sending/release.py).
     assert "PS-NY0001" in body and "2 days overdue" in body
 
 
@@ -54,6 +54,7 @@ async def test_a_hold_across_the_dst_change_and_a_sunday_ends_at_monday_8am_loca
     held = row_for(stack, "PS-UK0001")
     # Monday 26 Oct 08:00 GMT (no longer BST) = 08:00 UTC.
     assert (held.status, held.hold_until) == ("held", datetime(2026, 10, 26, 8, 0, tzinfo=UTC))
+    assert held.hold_until is not None
     clock.advance(held.hold_until - clock.now())
     await stack.run("dispatcher")
     await stack.twilio_sim.asettle()

@@ -20,8 +20,8 @@ ALPINE = "+14155552671"
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
+def clock_start() -> datetime:
+    return START
 
 
 def planned(job_id: str, rule_id: str, number: str, to: str | None, **extra: object) -> PlannedRow:
@@ -103,10 +103,10 @@ def seed_outbox(stack: Stack, clock: ManualClock) -> None:
 
 
 @pytest.fixture
-async def stack(database_url: str, clock: ManualClock) -> AsyncIterator[Stack]:
-    async with Stack(database_url=database_url, clock=clock) as running:
-        seed_outbox(running, clock)
-        yield running
+def stack(stack: Stack, clock: ManualClock) -> Stack:
+    """tests/conftest.py's `stack`, its outbox seeded with the rows the pages show."""
+    seed_outbox(stack, clock)
+    return stack
 
 
 @pytest.fixture

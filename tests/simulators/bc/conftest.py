@@ -1,5 +1,6 @@
-"""Fixtures for the BC client and simulator tests: a started simulator on a manual clock, a client
-pointed at it, and a plain-HTTP webhook receiver on loopback whose answers each test chooses."""
+"""Fixtures for the BC simulator tests (and, imported from here, the BC client tests in
+tests/server/bc): a started simulator on the manual clock, a client pointed at it, and a plain-HTTP
+webhook receiver on loopback whose answers each test chooses."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import uvicorn
 from server.bc.client import BCClient
 from server.runtime.clock import ManualClock
 from simulators.bc.simulator import BCSimulator
+from tests.bc_client_config import client_config
 
 START = datetime(2026, 3, 5, 9, 0, 0, tzinfo=UTC)
 
@@ -65,8 +67,8 @@ class Receiver:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
+def clock_start() -> datetime:
+    return START
 
 
 @pytest.fixture
@@ -82,7 +84,7 @@ def company(sim: BCSimulator) -> str:
 
 @pytest.fixture
 async def client(sim: BCSimulator) -> AsyncIterator[BCClient]:
-    async with BCClient(sim.client_config()) as bc:
+    async with BCClient(client_config(sim)) as bc:
         yield bc
 
 
@@ -113,21 +115,6 @@ async def wait_for(condition: Callable[[], bool], limit: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
-
-
-class RecordingSleep:
-    """Stands in for asyncio.sleep in the client's retry policy: records the waits, waits nothing."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
-@pytest.fixture
-def recording_sleep() -> RecordingSleep:
-    return RecordingSleep()
 
 
 @pytest.fixture

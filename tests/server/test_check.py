@@ -22,10 +22,11 @@ from server.check import (
     rule_needs,
 )
 from server.runtime.clock import ManualClock
+from server.runtime.retry import RetryPolicy
 from server.settings import Settings, TwilioSettings
-from server.twilio.client import RetryPolicy, TwilioClient, TwilioClientConfig
+from server.twilio.client import TwilioClient, TwilioClientConfig
 from simulators.twilio.simulator import TwilioSimulator
-from tests.twilio.conftest import START
+from tests.simulators.twilio.conftest import START
 
 SMS_AND_VOICE = frozenset({"sms", "voice"})
 

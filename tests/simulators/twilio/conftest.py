@@ -1,9 +1,11 @@
-"""Fixtures for the Twilio client, signatures and simulator tests: all over real loopback HTTP."""
+"""Fixtures for the Twilio simulator tests (and, imported from here, the Twilio client tests in
+tests/server/twilio): the simulator on the manual clock, Twilio's OpenAPI contract, and a webhook
+receiver, all over real loopback HTTP."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from server.runtime.clock import ManualClock
-from server.twilio.client import RetryPolicy, TwilioClient, TwilioClientConfig
 from simulators.twilio.simulator import TwilioSimulator
-from tests.twilio.openapi_contract import TwilioContract
+from tests.openapi_contract import TwilioContract
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -25,35 +26,14 @@ def contract(shared_reference: Path) -> TwilioContract:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
+def clock_start() -> datetime:
+    return START
 
 
 @pytest.fixture
 def sim(clock: ManualClock) -> Iterator[TwilioSimulator]:
     with TwilioSimulator(clock=clock, callback_timeout=2.0) as simulator:
         yield simulator
-
-
-def make_config(sim: TwilioSimulator, **overrides: object) -> TwilioClientConfig:
-    values: dict[str, object] = {
-        "account_sid": sim.account_sid,
-        "api_key_sid": sim.api_key_sid,
-        "api_key_secret": sim.api_key_secret,
-        "api_base_url": sim.base_url,
-        "verify_base_url": sim.verify_base_url,
-        "verify_service_sid": sim.verify_service_sid,
-        "retry": RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05, max_retry_after=1.0),
-        "read_timeout": 2.0,
-    }
-    values.update(overrides)
-    return TwilioClientConfig(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def twilio(sim: TwilioSimulator) -> AsyncIterator[TwilioClient]:
-    async with TwilioClient(make_config(sim)) as client:
-        yield client
 
 
 @dataclass

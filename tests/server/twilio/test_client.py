@@ -9,7 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from server.runtime.clock import ManualClock, monotonic
-from server.twilio.client import RetryPolicy, TwilioClient
+from server.runtime.retry import RetryPolicy
+from server.twilio.client import TwilioClient
 from server.twilio.errors import (
     ConfigurationError,
     ErrorKind,
@@ -28,8 +29,9 @@ from server.twilio.errors import (
 from server.twilio.models import IncomingNumber
 from server.twilio.twiml import say_twiml
 from simulators.twilio.simulator import TwilioSimulator
-from tests.twilio.conftest import WebhookReceiver, make_config
-from tests.twilio.openapi_contract import TwilioContract
+from tests.openapi_contract import TwilioContract
+from tests.server.twilio.conftest import make_config
+from tests.simulators.twilio.conftest import WebhookReceiver
 
 TO = "+447700900123"
 

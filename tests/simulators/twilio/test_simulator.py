@@ -13,8 +13,8 @@ import pytest
 from server.runtime.clock import ManualClock
 from server.twilio.signatures import validate_request
 from simulators.twilio.simulator import TwilioSimulator
-from tests.twilio.conftest import WebhookReceiver
-from tests.twilio.openapi_contract import TwilioContract, _nullable_to_jsonschema
+from tests.openapi_contract import TwilioContract, _nullable_to_jsonschema
+from tests.simulators.twilio.conftest import WebhookReceiver
 
 TO = "+447700900123"
 

@@ -32,9 +32,11 @@ from server.bc.errors import (
     UnsafeNextLinkError,
 )
 from server.bc.models import Customer, SalesInvoice
-from server.bc.settings import BCConfig, RetryPolicy
+from server.bc.settings import BCConfig
 from server.runtime.clock import ManualClock
+from server.runtime.retry import RetryPolicy
 from simulators.bc.simulator import BCSimulator
+from tests.bc_client_config import client_config
 
 Wait = Callable[..., Awaitable[None]]
 
@@ -65,7 +67,7 @@ async def test_expired_token_gets_one_refresh_and_a_retry(
 
 
 async def test_wrong_secret_is_a_permanent_authentication_error(sim: BCSimulator, company: str) -> None:
-    async with BCClient(sim.client_config(client_secret="wrong")) as bad:
+    async with BCClient(client_config(sim, client_secret="wrong")) as bad:
         with pytest.raises(AuthenticationError, match="AADSTS7000215"):
             await bad.list_records(VENDORS, company)
     assert sim.requests(path_contains="/api/") == []
@@ -140,10 +142,10 @@ async def test_get_many_by_ids_in_as_few_requests_as_the_url_allows(sim: BCSimul
     sim.seed("empty")
     company = sim.companies[0]
     ids = [sim.create_record(company, "customers", {"displayName": f"C{i}"})["id"] for i in range(60)]
-    async with BCClient(sim.client_config(max_url_length=1000)) as client:
+    async with BCClient(client_config(sim, max_url_length=1000)) as client:
         groups = client.split_ids(CUSTOMERS, company, [*ids, ids[0]])
         records = await client.get_by_ids(CUSTOMERS, company, [*ids, ids[0]])
-    assert sorted(r.id for r in records) == sorted(ids)
+    assert sorted((r.id for r in records), key=str) == sorted(ids)
     gets = api_gets(sim, "customers")
     assert len(gets) == len(groups)
     assert 3 <= len(groups) < 10
@@ -171,7 +173,7 @@ async def test_id_groups_with_select_and_expand_fill_the_url_exactly(sim: BCSimu
         "select": ["id", "number", "displayName"],
         "expand": ["customerFinancialDetails"],
     }
-    async with BCClient(sim.client_config(max_url_length=limit)) as client:
+    async with BCClient(client_config(sim, max_url_length=limit)) as client:
         groups = client.split_ids(CUSTOMERS, company, ids, **options)
         base = client.url(CUSTOMERS.collection_path(company))
 
@@ -249,7 +251,7 @@ async def test_429_with_retry_after_is_retried_after_that_wait(
     sim: BCSimulator, company: str, recording_sleep: Any
 ) -> None:
     sim.inject_fault(status=429, retry_after=2, remaining=1, path_contains="/vendors")
-    async with BCClient(sim.client_config(), sleep=recording_sleep) as client:
+    async with BCClient(client_config(sim), sleep=recording_sleep) as client:
         vendors = await client.list_records(VENDORS, company)
     assert len(vendors) == 3
     assert recording_sleep.delays == [2.0]
@@ -261,7 +263,7 @@ async def test_503_is_retried_with_jittered_backoff_then_gives_up(
 ) -> None:
     sim.inject_fault(status=503, remaining=None, path_contains="/vendors")
     policy = RetryPolicy(max_attempts=4, base_delay=1.0, max_delay=3.0)
-    async with BCClient(sim.client_config(retry=policy), sleep=recording_sleep) as client:
+    async with BCClient(client_config(sim, retry=policy), sleep=recording_sleep) as client:
         with pytest.raises(ServiceUnavailableError) as caught:
             await client.list_records(VENDORS, company)
     assert caught.value.status == 503
@@ -275,7 +277,7 @@ async def test_429_on_post_is_retried_but_other_5xx_on_post_is_not(
     sim: BCSimulator, company: str, recording_sleep: Any, receiver: Any
 ) -> None:
     resource = BCClient.subscription_resource(CUSTOMERS, company)
-    async with BCClient(sim.client_config(), sleep=recording_sleep) as client:
+    async with BCClient(client_config(sim), sleep=recording_sleep) as client:
         sim.inject_fault(status=429, remaining=1, method="POST")
         created = await client.create_subscription(receiver.url, resource, "s1")
         assert created.resource == resource
@@ -291,7 +293,7 @@ async def test_429_on_post_is_retried_but_other_5xx_on_post_is_not(
 
 async def test_permanent_errors_are_not_retried(sim: BCSimulator, company: str, recording_sleep: Any) -> None:
     sim.inject_fault(status=403, code="Authorization_InsufficientPermissions", remaining=None)
-    async with BCClient(sim.client_config(), sleep=recording_sleep) as client:
+    async with BCClient(client_config(sim), sleep=recording_sleep) as client:
         with pytest.raises(Exception) as caught:
             await client.list_records(VENDORS, company)
     assert type(caught.value).__name__ == "AuthorizationError"
@@ -302,7 +304,7 @@ async def test_permanent_errors_are_not_retried(sim: BCSimulator, company: str, 
 async def test_concurrency_cap_is_respected(sim: BCSimulator, company: str) -> None:
     ids = [r["id"] for r in sim.records(company, "customers")][:8]
     sim.inject_fault(kind="delay", delay_seconds=0.25, remaining=None)
-    async with BCClient(sim.client_config(max_concurrency=2)) as client:
+    async with BCClient(client_config(sim, max_concurrency=2)) as client:
         await client.list_records(VENDORS, company)  # token first, so all 8 start together
         sim.clear_requests()
         got = await asyncio.gather(*(client.get_record(CUSTOMERS, company, i) for i in ids))
@@ -313,7 +315,7 @@ async def test_concurrency_cap_is_respected(sim: BCSimulator, company: str) -> N
 async def test_default_cap_stays_below_bcs_five(sim: BCSimulator, company: str) -> None:
     ids = [r["id"] for r in sim.records(company, "customers")][:10]
     sim.inject_fault(kind="delay", delay_seconds=0.25, remaining=None)
-    async with BCClient(sim.client_config()) as client:
+    async with BCClient(client_config(sim)) as client:
         await client.list_records(VENDORS, company)
         sim.clear_requests()
         await asyncio.gather(*(client.get_record(CUSTOMERS, company, i) for i in ids))
