@@ -1,17 +1,33 @@
 """Configuration from the environment (and an optional .env file), all as `MLC_*` variables.
 
-Nested groups use a double underscore: `MLC_BC__TENANT_ID`, `MLC_TWILIO__FROM_NUMBER`.
-Secret values are `SecretStr` so they never print in reprs or logs; a later step moves them into the
+Read once, by `load_settings` (or `Settings(...)` in tests and the sandbox), and handed down: the
+services hold the one `Settings`, and inner code takes the group it needs (`settings.reminders`).
+Nothing else reads the environment for configuration.
+
+Nested groups use a double underscore: `MLC_BC__TENANT_ID`, `MLC_TWILIO__FROM_NUMBER`,
+`MLC_REMINDERS__CAP_PER_DAY`. Settings that moved into a group keep the flat names operators already
+set (`MLC_REMINDER_CAP_PER_DAY`, `MLC_TEST_MODE`, `MLC_SWEEP_TIME`): `FLAT_NAMES` maps each to its
+group's field, and the nested name wins when both are set.
+Secret values are `SecretStr` so they never print in reprs or logs; they can also be stored in the
 database encrypted at rest (`ml-connector credentials set`), with these variables as the fallback.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from engine.phones import to_e164
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,14 +68,16 @@ class TwilioSettings(BaseModel):
 
 
 class ChangeSettings(BaseModel):
-    """OTP-gated write-back of sensitive vendor/customer fields (server/changes.py)."""
+    """OTP-gated write-back of sensitive vendor/customer fields (server/changes/)."""
 
     approver_roles: dict[str, str] = Field(
         default_factory=dict,
         description='Role name -> approver phone, e.g. {"finance-controller": "+447700900123"} (JSON).',
     )
-    # Standard BC API v2.0 has no vendor bank accounts (reference c): they go through a custom API
-    # page a BC extension publishes, /api/{publisher}/{group}/{version}/companies({id})/{entity_set}.
+    # Standard BC API v2.0 has no vendor bank accounts (none in its entity list,
+    # https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/):
+    # they go through a custom API page a BC extension publishes,
+    # /api/{publisher}/{group}/{version}/companies({id})/{entity_set}.
     bank_page_publisher: str = Field(default="", description="Custom API page publisher; empty = off.")
     bank_page_group: str = ""
     bank_page_version: str = "v1.0"
@@ -77,6 +95,92 @@ class ChangeSettings(BaseModel):
         description="A write to BC not finished within this (its process died) may be retried by "
         "confirming again; the retry uses the same If-Match etag, so BC applies it at most once.",
     )
+
+
+class ReminderSettings(BaseModel):
+    """Per-recipient caps and the BC-side switch of reminder rules (server/planning/reminders.py)."""
+
+    cap_per_day: int = Field(
+        default=2, ge=0, description="reminder messages per recipient per day; 0 = no cap"
+    )
+    cap_per_week: int = Field(
+        default=6, ge=0, description="reminder messages per recipient per week; 0 = no cap"
+    )
+    cap_timezone: str = Field(default="UTC", description="the zone whose midnight starts a cap day")
+    suppress_field: str = Field(
+        default="",
+        description="a field path on the reminded record, e.g. customer.blocked; empty = no switch",
+    )
+    suppress_values: list[str] = Field(
+        default_factory=lambda: ["Invoice", "All"], description="values of suppress_field that stop reminders"
+    )
+
+
+class TestModeSettings(BaseModel):
+    """Test mode (server/planning/testmode.py): every send diverted to one number, or only logged."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    enabled: bool = Field(default=False, description="divert every send (see number)")
+    number: str = Field(default="", description="E.164 number that receives every send; empty = log only")
+
+    @field_validator("number")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        return to_e164(value, None).number if value.strip() else ""
+
+
+class SweepSettings(BaseModel):
+    """The daily sweep of open documents for time-based rules (server/planning/sweep.py)."""
+
+    time: str = Field(default="08:00", description="Local time of day (business time zone) of the sweep.")
+
+
+# Flat names of settings that sit in a group, as operators set them before the groups existed:
+# environment name -> (group, field). Documented in docs/operations.md.
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    "MLC_REMINDER_CAP_PER_DAY": ("reminders", "cap_per_day"),
+    "MLC_REMINDER_CAP_PER_WEEK": ("reminders", "cap_per_week"),
+    "MLC_REMINDER_CAP_TIMEZONE": ("reminders", "cap_timezone"),
+    "MLC_REMINDER_SUPPRESS_FIELD": ("reminders", "suppress_field"),
+    "MLC_REMINDER_SUPPRESS_VALUES": ("reminders", "suppress_values"),
+    "MLC_TEST_MODE": ("testing", "enabled"),
+    "MLC_TEST_NUMBER": ("testing", "number"),
+    "MLC_SWEEP_TIME": ("sweep", "time"),
+}
+
+
+class FlatNamesSource(PydanticBaseSettingsSource):
+    """The `FLAT_NAMES` variables, from the .env file and the environment (which wins), as groups.
+
+    Listed after the ordinary sources, so `MLC_REMINDERS__CAP_PER_DAY` wins over
+    `MLC_REMINDER_CAP_PER_DAY`. Lists and maps are JSON, as in the ordinary sources.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], *sources: EnvSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.sources = sources  # lowest priority first
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # values are looked up by their flat name in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        groups: dict[str, dict[str, Any]] = {}
+        for source in self.sources:
+            for name, (group, key) in FLAT_NAMES.items():
+                raw = source.env_vars.get(name if source.case_sensitive else name.lower())
+                if raw is None:
+                    continue
+                field = _group_model(group).model_fields[key]
+                complex_value = get_origin(field.annotation) in (list, dict)
+                groups.setdefault(group, {})[key] = json.loads(raw) if complex_value else raw
+        return groups
+
+
+def _group_model(group: str) -> type[BaseModel]:
+    annotation = Settings.model_fields[group].annotation
+    assert isinstance(annotation, type) and issubclass(annotation, BaseModel), group
+    return annotation
 
 
 class Settings(BaseSettings):
@@ -106,6 +210,9 @@ class Settings(BaseSettings):
     bc: BCSettings = Field(default_factory=BCSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     changes: ChangeSettings = Field(default_factory=ChangeSettings)
+    reminders: ReminderSettings = Field(default_factory=ReminderSettings)
+    testing: TestModeSettings = Field(default_factory=TestModeSettings)
+    sweep: SweepSettings = Field(default_factory=SweepSettings)
 
     # Encryption at rest of the stored credentials (server/credentials.py). Keys are Fernet keys;
     # the first one encrypts, all of them decrypt (rotation: put the new key first, then
@@ -122,9 +229,6 @@ class Settings(BaseSettings):
     fetch_interval_seconds: float = 1.0
     dispatch_interval_seconds: float = 0.5
     poll_interval_seconds: float = 60.0
-    sweep_time: str = Field(
-        default="08:00", description="Local time of day (business time zone) of the sweep."
-    )
     business_timezone: str = "Europe/London"
     messages_per_second: float = Field(default=10.0, gt=0)
     send_concurrency: int = Field(
@@ -175,6 +279,21 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies are answered 413.")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(env_settings, EnvSettingsSource)
+        assert isinstance(dotenv_settings, EnvSettingsSource)  # DotEnvSettingsSource is one
+        flat = FlatNamesSource(settings_cls, dotenv_settings, env_settings)
+        return init_settings, env_settings, dotenv_settings, flat, file_secret_settings
+
 
 def load_settings() -> Settings:
+    """The service's settings, read once from the environment and the .env file."""
     return Settings()

@@ -24,6 +24,7 @@ from engine.messages import PlannedMessage
 from engine.ruleset import RuleSet
 from server.bc.models import BCRecord, record_json
 from server.planning.reminders import store_reminders
+from server.settings import ReminderSettings, TestModeSettings
 from server.store.db import session_scope
 from server.store.snapshots import SnapshotIn, delete_snapshots, get_snapshots, put_snapshots
 
@@ -118,6 +119,8 @@ def evaluate_and_store(
     store_snapshots: bool = True,
     hold: Callable[[PlannedMessage], bool] | None = None,
     stage_held: Callable[[Session, Sequence[PlannedMessage]], None] | None = None,
+    reminders: ReminderSettings | None = None,
+    test_mode: TestModeSettings | None = None,
 ) -> StoreResult:
     """Evaluate `changes` against their previous snapshots and store everything in one transaction.
 
@@ -125,6 +128,8 @@ def evaluate_and_store(
     daily read must not become the "previous" that hides a crossing the webhook is about to report.
     `hold` keeps messages out of the outbox; `stage_held` receives them in the same transaction
     (the sweep writes them to its staging table), otherwise they are returned in `held`.
+    `reminders` and `test_mode` are the service's settings groups (`settings.reminders`,
+    `settings.testing`); left out, their defaults apply.
     """
     with session_scope(db) as session:
         previous = get_snapshots(session, company_id, entity, (c.record_id for c in changes))
@@ -151,8 +156,17 @@ def evaluate_and_store(
             messages = [m for m in messages if not hold(m)]
             if stage_held is not None:
                 stage_held(session, held)
-        # Pauses, caps, payment grace, the BC switch and test mode (server/dunning.py) before the outbox.
-        inserted = store_reminders(session, messages, ruleset, company_id=company_id, now=now).inserted
+        # Pauses, caps, payment grace, the BC switch and test mode (server/planning/reminders.py)
+        # before the outbox.
+        inserted = store_reminders(
+            session,
+            messages,
+            ruleset,
+            company_id=company_id,
+            now=now,
+            settings=reminders,
+            test_mode=test_mode,
+        ).inserted
         if keep and store_snapshots:
             put_snapshots(session, company_id, entity, keep, now=now)
         if gone and store_snapshots:
@@ -168,7 +182,14 @@ def evaluate_and_store(
 
 
 def insert_grouped(
-    db: Engine, ruleset: RuleSet, *, company_id: str, messages: Sequence[PlannedMessage], now: datetime
+    db: Engine,
+    ruleset: RuleSet,
+    *,
+    company_id: str,
+    messages: Sequence[PlannedMessage],
+    now: datetime,
+    reminders: ReminderSettings | None = None,
+    test_mode: TestModeSettings | None = None,
 ) -> int:
     """Store a sweep's messages for rules with `group:`: one message per recipient and stage.
 
@@ -183,7 +204,16 @@ def insert_grouped(
         return 0
     with session_scope(db) as session:
         # store_reminders drops members already in the outbox, then holds back, groups and caps.
-        return len(store_reminders(session, messages, ruleset, company_id=company_id, now=now).inserted)
+        report = store_reminders(
+            session,
+            messages,
+            ruleset,
+            company_id=company_id,
+            now=now,
+            settings=reminders,
+            test_mode=test_mode,
+        )
+        return len(report.inserted)
 
 
 def groups_on_sweep(ruleset: RuleSet) -> Callable[[PlannedMessage], bool]:

@@ -279,6 +279,8 @@ class Fetcher:
             changes=changes,
             now=now,
             finish=finish if finish_ids else None,
+            reminders=services.settings.reminders,
+            test_mode=services.settings.testing,
         )
         log.debug(
             "evaluated",

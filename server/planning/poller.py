@@ -135,6 +135,8 @@ class Poller:
             entity=entity,
             changes=changes,
             now=services.clock.now(),
+            reminders=services.settings.reminders,
+            test_mode=services.settings.testing,
         )
         if result.inserted:
             services.wake("dispatcher")

@@ -24,59 +24,33 @@ the next sweep sends the reminder of the stage the invoice is in then.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from engine.conditions import make_getter
 from engine.grouping import group_messages
 from engine.messages import PlannedMessage, make_job_id
 from engine.pauses import Pause, pause_for
 from engine.ruleset import RuleSet
-from server.planning.testmode import TestModeSettings, divert
+from server.planning.testmode import divert
 from server.runtime.logs import get_logger
+from server.settings import ReminderSettings, TestModeSettings
 from server.store.outbox import insert_planned
 from server.store.pauses import active_pauses
-from server.store.states import MessageStatus
-from server.store.tables import OutboxMessage, RecordSnapshot
+from server.store.reminders import existing_job_ids, recent_payments, sent_counts
 
-log = get_logger("ml_connector.dunning")
+log = get_logger("ml_connector.reminders")
 
 SUPPRESSED, PAUSED, PAYMENT_GRACE, CAPPED = "suppressed", "paused", "payment-grace", "capped"
-NOT_COUNTED = (MessageStatus.SKIPPED.value, MessageStatus.OPTED_OUT.value)
-_BATCH = 500
-
-
-class DunningSettings(BaseSettings):
-    """`MLC_REMINDER_*`: caps and the BC-side switch."""
-
-    model_config = SettingsConfigDict(env_prefix="MLC_REMINDER_", env_file=".env", extra="ignore")
-
-    cap_per_day: int = Field(
-        default=2, ge=0, description="reminder messages per recipient per day; 0 = no cap"
-    )
-    cap_per_week: int = Field(
-        default=6, ge=0, description="reminder messages per recipient per week; 0 = no cap"
-    )
-    cap_timezone: str = Field(default="UTC", description="the zone whose midnight starts a cap day")
-    suppress_field: str = Field(
-        default="",
-        description="a field path on the reminded record, e.g. customer.blocked; empty = no switch",
-    )
-    suppress_values: list[str] = Field(
-        default_factory=lambda: ["Invoice", "All"], description="values of suppress_field that stop reminders"
-    )
 
 
 @dataclass
-class DunningReport:
+class ReminderReport:
     planned: int = 0
     already: int = 0
     suppressed: int = 0
@@ -95,63 +69,6 @@ def _held(message: PlannedMessage, code: str, reason: str, *key: Any) -> Planned
         skip_code=code,
         skip_reason=reason,
     )
-
-
-def existing_job_ids(session: Session, job_ids: Iterable[str]) -> set[str]:
-    wanted = list(dict.fromkeys(job_ids))
-    found: set[str] = set()
-    for start in range(0, len(wanted), _BATCH):
-        chunk = wanted[start : start + _BATCH]
-        found |= set(
-            session.exec(select(OutboxMessage.job_id).where(col(OutboxMessage.job_id).in_(chunk))).all()
-        )
-    return found
-
-
-def recent_payments(session: Session, company_id: str, since: datetime) -> dict[str, datetime]:
-    """Invoice id/number (lower case) -> when a customer payment line applying to it was last seen."""
-    rows = session.exec(
-        select(RecordSnapshot).where(
-            RecordSnapshot.company_id == company_id,
-            RecordSnapshot.entity == "customerPayments",
-            col(RecordSnapshot.seen_at) >= since,
-        )
-    ).all()
-    seen: dict[str, datetime] = {}
-    for row in rows:
-        for key in ("appliesToInvoiceId", "appliesToInvoiceNumber"):
-            value = row.data.get(key)
-            if value:
-                name = str(value).lower()
-                if name not in seen or row.seen_at > seen[name]:
-                    seen[name] = row.seen_at
-    return seen
-
-
-def sent_counts(
-    session: Session, recipients: Iterable[str], rule_ids: Iterable[str], since: datetime
-) -> dict[str, int]:
-    """Reminder messages (not skipped) per recipient created since `since`."""
-    wanted = list(dict.fromkeys(recipients))
-    rules = list(rule_ids)
-    counts: dict[str, int] = {}
-    if not wanted or not rules:
-        return counts
-    for start in range(0, len(wanted), _BATCH):
-        chunk = wanted[start : start + _BATCH]
-        query = (
-            sa.select(col(OutboxMessage.recipient), sa.func.count())
-            .where(
-                col(OutboxMessage.recipient).in_(chunk),
-                col(OutboxMessage.rule_id).in_(rules),
-                col(OutboxMessage.created_at) >= since,
-                col(OutboxMessage.status).not_in(NOT_COUNTED),
-            )
-            .group_by(col(OutboxMessage.recipient))
-        )
-        for recipient, count in session.execute(query).all():
-            counts[str(recipient)] = int(count)
-    return counts
 
 
 def cap_periods(now: datetime, zone: str) -> tuple[datetime, datetime]:
@@ -175,12 +92,12 @@ def hold_back(
     *,
     pauses: Sequence[Pause],
     payments: Mapping[str, datetime],
-    settings: DunningSettings,
+    settings: ReminderSettings,
     company_id: str | None = None,
-    report: DunningReport | None = None,
+    report: ReminderReport | None = None,
 ) -> list[PlannedMessage]:
     """Steps 2 (pure): the BC switch, pauses and payment grace turn reminders into recorded skips."""
-    report = report if report is not None else DunningReport()
+    report = report if report is not None else ReminderReport()
     suppress = make_getter(settings.suppress_field) if settings.suppress_field else None
     values = {v.lower() for v in settings.suppress_values}
     out: list[PlannedMessage] = []
@@ -232,11 +149,11 @@ def apply_caps(
     *,
     day_counts: Mapping[str, int],
     week_counts: Mapping[str, int],
-    settings: DunningSettings,
-    report: DunningReport | None = None,
+    settings: ReminderSettings,
+    report: ReminderReport | None = None,
 ) -> list[PlannedMessage]:
     """Step 4 (pure): beyond K reminders per recipient per day/week, record the excess as `capped`."""
-    report = report if report is not None else DunningReport()
+    report = report if report is not None else ReminderReport()
     day, week = dict(day_counts), dict(week_counts)
     today = now.astimezone(ZoneInfo(settings.cap_timezone)).date().isoformat()
     out: list[PlannedMessage] = []
@@ -269,13 +186,13 @@ def store_reminders(
     *,
     company_id: str,
     now: datetime,
-    settings: DunningSettings | None = None,
+    settings: ReminderSettings | None = None,
     test_mode: TestModeSettings | None = None,
-) -> DunningReport:
+) -> ReminderReport:
     """Steps 1-6 in the caller's transaction; returns what happened (inserted job ids included)."""
-    settings = settings or DunningSettings()
+    settings = settings or ReminderSettings()  # the defaults (tests); the service passes its own
     test_mode = test_mode or TestModeSettings()
-    report = DunningReport(planned=len(messages), test=test_mode.test_mode)
+    report = ReminderReport(planned=len(messages), test=test_mode.enabled)
     present = existing_job_ids(session, (m.job_id for m in messages))
     fresh = [m for m in messages if m.job_id not in present]
     report.already = len(messages) - len(fresh)
@@ -309,10 +226,10 @@ def store_reminders(
                 settings=settings,
                 report=report,
             )
-    if test_mode.test_mode:
+    if test_mode.enabled:
         fresh = divert(fresh, test_mode)
     report.inserted = insert_planned(
-        session, fresh, company_id=company_id, now=now, is_test=test_mode.test_mode
+        session, fresh, company_id=company_id, now=now, is_test=test_mode.enabled
     )
     if report.suppressed or report.paused or report.grace or report.capped or report.grouped:
         log.info(

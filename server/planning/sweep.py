@@ -1,9 +1,10 @@
 """The daily sweep: time-based rules (overdue, due soon) over open documents, streamed page by page.
 
 Time passes without any BC change, so no webhook announces "7 days overdue": once a day, at
-`sweep_time` in `business_timezone`, every entity set with `sweep` rules is read (sales invoices
-with `status eq 'Open' and remainingAmount gt 0`, the reference's definition of open posted
-invoices), expanded as the rules need, following `@odata.nextLink`, and each page is evaluated and
+`sweep.time` in `business_timezone`, every entity set with `sweep` rules is read (sales invoices
+with `status eq 'Open' and remainingAmount gt 0`: posted and not yet paid, by the status values of
+https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_salesinvoice),
+expanded as the rules need, following `@odata.nextLink`, and each page is evaluated and
 committed before the next is read (bounded memory). A lease keeps it to one instance and a stored
 "last sweep" per company to once a day; a crash mid-sweep just sweeps again (job ids are stable,
 so nothing is planned twice). The sweep reads previous snapshots but never writes them: see
@@ -32,16 +33,14 @@ from engine.messages import PlannedMessage
 from engine.ruleset import RuleSet
 from server.bc.entities import entity_set
 from server.planning.evaluation import change_from_record, evaluate_and_store, groups_on_sweep, insert_grouped
-from server.planning.reminders import DunningSettings
 from server.planning.subscriptions import company_ids
 from server.runtime.logs import get_logger
 from server.services import Services
+from server.settings import ReminderSettings, TestModeSettings
 from server.store import sweep_staging
-from server.store.columns import require_aware
-from server.store.db import read_scope, session_scope, upsert_statement
+from server.store.db import read_scope, session_scope
 from server.store.leases import acquire_lease, release_lease
-from server.store.sweep_staging import ALONE, BY_RECIPIENT, Held
-from server.store.tables import PollWatermark
+from server.store.sweep_staging import ALONE, BY_RECIPIENT, Held, last_sweep, record_sweep
 
 log = get_logger("ml_connector.sweep")
 
@@ -49,37 +48,9 @@ LEASE_NAME = "bc-sweep"
 LEASE_TTL = timedelta(minutes=30)
 # What "open" means per entity set; other entity sets with sweep rules are read whole.
 SWEEP_FILTERS = {"salesInvoices": "status eq 'Open' and remainingAmount gt 0"}
-_MARK_ENTITY, _MARK_KIND = "sweep", "last-run"
 # Held messages stored per transaction at the end of a sweep (whole recipients, at least this many).
 HELD_BATCH = 1000
-_WATERMARKS = PollWatermark.__table__  # type: ignore[attr-defined]
 T = TypeVar("T")
-
-
-def last_sweep(session: Session, company_id: str) -> datetime | None:
-    row = session.get(PollWatermark, (company_id, _MARK_ENTITY, _MARK_KIND))
-    return row.last_modified if row is not None else None
-
-
-def record_sweep(session: Session, company_id: str, at: datetime) -> None:
-    at = require_aware(at)
-    row = {
-        "company_id": company_id,
-        "entity": _MARK_ENTITY,
-        "kind": _MARK_KIND,
-        "last_modified": at,
-        "seen": {},
-        "updated_at": at,
-    }
-    session.execute(
-        upsert_statement(
-            session,
-            _WATERMARKS,
-            [row],
-            conflict_columns=["company_id", "entity", "kind"],
-            update_columns=["last_modified", "updated_at"],
-        )
-    )
 
 
 # What the end-of-sweep steps read from a held reminder's record (engine.grouping, engine.pauses,
@@ -127,7 +98,7 @@ class Sweeper:
         self.services = services
         self.page_size = page_size
         self.zone = ZoneInfo(services.settings.business_timezone)
-        self.at = time.fromisoformat(services.settings.sweep_time)
+        self.at = time.fromisoformat(services.settings.sweep.time)
 
     def entities(self) -> list[str]:
         return sorted(self.services.ruleset.entities({"sweep"}))
@@ -198,7 +169,14 @@ class Sweeper:
         url = services.bc.url(target.collection_path(company_id))
         evaluated = 0
         hold = groups_on_sweep(services.ruleset)
-        run = HeldRun(services.db, services.ruleset, company_id=company_id, entity=entity)
+        run = HeldRun(
+            services.db,
+            services.ruleset,
+            company_id=company_id,
+            entity=entity,
+            reminders=services.settings.reminders,
+            test_mode=services.settings.testing,
+        )
         try:
             async for page in services.bc.iter_pages(url, params, page_size=self.page_size):
                 records = [target.model.model_validate(raw) for raw in page]
@@ -217,6 +195,8 @@ class Sweeper:
                     store_snapshots=False,
                     hold=hold,
                     stage_held=run.stage,
+                    reminders=services.settings.reminders,
+                    test_mode=services.settings.testing,
                 )
                 del changes
                 evaluated += result.records
@@ -242,15 +222,26 @@ class HeldRun:
     reader: a group is stored with all its members or not at all.
     """
 
-    def __init__(self, db: Engine, ruleset: RuleSet, *, company_id: str, entity: str) -> None:
+    def __init__(
+        self,
+        db: Engine,
+        ruleset: RuleSet,
+        *,
+        company_id: str,
+        entity: str,
+        reminders: ReminderSettings | None = None,
+        test_mode: TestModeSettings | None = None,
+    ) -> None:
         self.db = db
         self.ruleset = ruleset
         self.company_id = company_id
         self.entity = entity
+        self.reminders = reminders or ReminderSettings()
+        self.test_mode = test_mode or TestModeSettings()
         self.run_id = sweep_staging.new_run_id()
         self.staged = 0  # numbers the held messages in the order planned
         # Slimmed to what grouping, pauses, grace and the BC switch read.
-        self.keep = held_fields(DunningSettings().suppress_field)
+        self.keep = held_fields(self.reminders.suppress_field)
         self._stop = threading.Event()
 
     async def in_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -298,7 +289,15 @@ class HeldRun:
         return inserted
 
     def _insert(self, batch: Sequence[PlannedMessage], now: datetime) -> int:
-        return insert_grouped(self.db, self.ruleset, company_id=self.company_id, messages=batch, now=now)
+        return insert_grouped(
+            self.db,
+            self.ruleset,
+            company_id=self.company_id,
+            messages=batch,
+            now=now,
+            reminders=self.reminders,
+            test_mode=self.test_mode,
+        )
 
     def drop(self) -> None:
         try:

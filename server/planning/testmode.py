@@ -1,8 +1,8 @@
 """Test mode: set up against production BC safely. Every send goes to one test number, or nowhere.
 
-`MLC_TEST_MODE=true` with `MLC_TEST_NUMBER=+447700900123` diverts every planned message to that
-number (the body says who it was meant for); without a number the message is only logged and
-recorded. Either way the audit row has `is_test` set, and the job id is derived from the real one
+`MLC_TEST_MODE=true` with `MLC_TEST_NUMBER=+447700900123` (`settings.testing`) diverts every
+planned message to that number (the body says who it was meant for); without a number the message
+is only logged and recorded. Either way the audit row has `is_test` set, and the job id is derived from the real one
 plus "test": switching test mode off later lets the real reminders go out, they are not taken for
 repeats of the test sends.
 """
@@ -13,12 +13,10 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from engine.messages import make_job_id
-from engine.phones import mask, to_e164
+from engine.phones import mask
 from server.runtime.logs import get_logger
+from server.settings import TestModeSettings
 
 if TYPE_CHECKING:
     from engine.messages import PlannedMessage
@@ -26,22 +24,6 @@ if TYPE_CHECKING:
 log = get_logger("ml_connector.testmode")
 
 LOG_ONLY = "test-log-only"
-
-
-class TestModeSettings(BaseSettings):
-    __test__ = False  # not a pytest test class, despite the name
-
-    model_config = SettingsConfigDict(env_prefix="MLC_", env_file=".env", extra="ignore")
-
-    test_mode: bool = Field(default=False, description="divert every send (see test_number)")
-    test_number: str = Field(
-        default="", description="E.164 number that receives every send; empty = log only"
-    )
-
-    @field_validator("test_number")
-    @classmethod
-    def _e164(cls, value: str) -> str:
-        return to_e164(value, None).number if value.strip() else ""
 
 
 def divert(messages: Sequence[PlannedMessage], settings: TestModeSettings) -> list[PlannedMessage]:
@@ -54,12 +36,12 @@ def divert(messages: Sequence[PlannedMessage], settings: TestModeSettings) -> li
             out.append(dataclasses.replace(m, job_id=job_id, group_job_id=group))
             continue
         meant = f"[TEST for {mask(m.to)}] "
-        if settings.test_number:
+        if settings.number:
             out.append(
                 dataclasses.replace(
                     m,
                     job_id=job_id,
-                    to=settings.test_number,
+                    to=settings.number,
                     body=meant + m.body,
                     reason=f"test mode: diverted from {mask(m.to)}; {m.reason}",
                 )

@@ -146,7 +146,7 @@ class PassReport:
     requeued: int = 0
     failed: int = 0
     unknown: int = 0
-    not_sent_at_release: int = 0  # held reminders skipped or held again by the release re-check
+    not_sent_at_release: int = 0  # held reminders skipped or held again by the release check
     errors: list[str] = field(default_factory=list)
 
     @property

@@ -16,7 +16,7 @@ per company and entity set for the claimed batch) and evaluates the job's rule a
   skipped; some left -> the group text is rendered again over those that still apply;
 - BC cannot be read -> held a few minutes more (never sent on stale data, never dropped).
 
-Only rules triggered by the sweep are re-checked: their conditions describe the record's current
+Only rules triggered by the sweep get a release check: their conditions describe the record's current
 state. An event rule (a payment received, a limit crossed) states a change that did happen; its
 condition compares two versions and cannot be evaluated again on one.
 """
@@ -42,13 +42,13 @@ from server.runtime.logs import get_logger
 from server.services import Services
 from server.store import outbox
 from server.store.db import read_scope, session_scope
-from server.store.release import group_members, note_recheck, rewrite_text
+from server.store.release import group_members, note_release, rewrite_text
 from server.store.states import MessageStatus
 from server.store.tables import OutboxMessage
 
-log = get_logger("ml_connector.recheck")
+log = get_logger("ml_connector.release")
 
-RECHECK_EVENT = "sweep"
+RELEASE_EVENT = "sweep"
 NO_LONGER_DUE = "no-longer-due"  # error_code of a skipped held reminder
 SUPERSEDED = "superseded"
 # How long to hold again when BC cannot be read at release.
@@ -58,7 +58,7 @@ RECORD_NUMBER_MAX = 64
 
 @dataclass(frozen=True)
 class Verdict:
-    """What the re-check decided for one held job."""
+    """What the release check decided for one held job."""
 
     job_id: str
     send: bool
@@ -69,13 +69,13 @@ class Verdict:
     record_number: str | None = None
 
 
-def needs_recheck(row: OutboxMessage, ruleset: RuleSet) -> bool:
+def needs_release_check(row: OutboxMessage, ruleset: RuleSet) -> bool:
     rule = ruleset.get(row.rule_id)
     return (
         row.status == MessageStatus.HELD.value
         and not row.is_test
         and rule is not None
-        and RECHECK_EVENT in rule.events
+        and RELEASE_EVENT in rule.events
         and (row.record_id is not None or rule.group is not None)
     )
 
@@ -84,7 +84,7 @@ def _outcome_for(
     rule: CompiledRule, record: Mapping[str, Any], ruleset: RuleSet, now: datetime
 ) -> tuple[bool, str, tuple[PlannedMessage, ...]]:
     """(fired, reason, messages) of `rule` alone on the fresh record."""
-    for outcome in evaluate_detailed(rule.entity, record, ruleset, now, event=RECHECK_EVENT):
+    for outcome in evaluate_detailed(rule.entity, record, ruleset, now, event=RELEASE_EVENT):
         if outcome.rule_id == rule.id:
             return outcome.fired, outcome.reason, outcome.messages
     return False, f"rule {rule.id} is no longer enabled", ()
@@ -107,7 +107,7 @@ def _still_due(
     return None, "the document moved to another stage or due date since it was planned", SUPERSEDED
 
 
-def recheck_single(
+def release_check_single(
     row: OutboxMessage, rule: CompiledRule, record: Mapping[str, Any] | None, ruleset: RuleSet, now: datetime
 ) -> Verdict:
     fresh, reason, code = _still_due(row.job_id, rule, record, ruleset, now)
@@ -124,7 +124,7 @@ def recheck_single(
     )
 
 
-def recheck_group(
+def release_check_group(
     row: OutboxMessage,
     rule: CompiledRule,
     members: Sequence[OutboxMessage],
@@ -173,7 +173,7 @@ def recheck_group(
 
 
 class ReleaseCheck:
-    """Re-checks the held jobs of a claimed batch; the dispatcher sends only what it keeps."""
+    """The release check of the held jobs of a claimed batch; the dispatcher sends only what it keeps."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -182,7 +182,7 @@ class ReleaseCheck:
         """The jobs of `batch` still to send: held jobs that no longer apply are skipped (recorded),
         jobs whose record cannot be read are held again; a changed text is stored before sending."""
         ruleset = self.services.ruleset
-        held = [row for row in batch if needs_recheck(row, ruleset)]
+        held = [row for row in batch if needs_release_check(row, ruleset)]
         if not held:
             return list(batch)
         now = self.services.clock.now()
@@ -198,7 +198,11 @@ class ReleaseCheck:
             try:
                 records[key] = await self._read(*key, sorted(ids))
             except BCError as exc:
-                log.warning("BC could not be read to re-check held reminders", entity=key[1], error=str(exc))
+                log.warning(
+                    "BC could not be read for the release check of held reminders",
+                    entity=key[1],
+                    error=str(exc),
+                )
                 unreadable.add(key)
         verdicts: dict[str, Verdict] = {}
         deferred: list[str] = []
@@ -208,20 +212,20 @@ class ReleaseCheck:
                 deferred.append(row.job_id)
                 continue
             rule = ruleset.get(row.rule_id)
-            assert rule is not None  # needs_recheck
+            assert rule is not None  # needs_release_check
             found = records.get(key, {})
             if row.record_id is None:
-                verdicts[row.job_id] = recheck_group(
+                verdicts[row.job_id] = release_check_group(
                     row, rule, members.get(row.job_id, []), found, ruleset, now
                 )
             else:
-                verdicts[row.job_id] = recheck_single(row, rule, found.get(row.record_id), ruleset, now)
+                verdicts[row.job_id] = release_check_single(row, rule, found.get(row.record_id), ruleset, now)
         kept = self._apply(verdicts, deferred, worker_id, now)
         out: list[OutboxMessage] = []
         for row in batch:
             verdict = verdicts.get(row.job_id)
             if verdict is None and row.job_id not in deferred:
-                out.append(row)  # not a held reminder: nothing to re-check
+                out.append(row)  # not a held reminder: no release check
             elif verdict is not None and row.job_id in kept:
                 if verdict.body is not None:  # the dispatcher sends what the row says
                     row.body, row.segments = verdict.body, verdict.segments or 0
@@ -260,7 +264,7 @@ class ReleaseCheck:
                     job_id,
                     until=now + RETRY_DELAY,
                     now=now,
-                    reason="BC could not be read to re-check this held reminder; trying again shortly",
+                    reason="BC could not be read for this held reminder's release check; trying again shortly",
                 )
             for verdict in verdicts.values():
                 if not verdict.send:
@@ -280,10 +284,12 @@ class ReleaseCheck:
                         detail=verdict.reason,
                     )
                 else:
-                    moved = note_recheck(session, verdict.job_id, worker_id, now=now, detail=verdict.reason)
+                    moved = note_release(session, verdict.job_id, worker_id, now=now, detail=verdict.reason)
                 if moved:
                     kept.add(verdict.job_id)
         skipped = sum(1 for v in verdicts.values() if not v.send)
         if skipped or deferred:
-            log.info("held reminders re-checked", kept=len(kept), skipped=skipped, deferred=len(deferred))
+            log.info(
+                "held reminders checked at release", kept=len(kept), skipped=skipped, deferred=len(deferred)
+            )
         return kept

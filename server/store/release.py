@@ -1,4 +1,4 @@
-"""Store side of the release re-check (server/recheck.py): a held job's members, its fresh text.
+"""Store side of the release check (server/sending/release.py): a held job's members, its fresh text.
 
 Both writes touch only a job this worker has claimed and not yet submitted, so they can never
 change a message Twilio may already hold.
@@ -82,8 +82,8 @@ def rewrite_text(
     return True
 
 
-def note_recheck(session: Session, job_id: str, worker_id: str, *, now: datetime, detail: str) -> bool:
-    """Record that a claimed job was re-checked and still applies. False if the claim moved on."""
+def note_release(session: Session, job_id: str, worker_id: str, *, now: datetime, detail: str) -> bool:
+    """Record that a claimed job passed its release check (it still applies). False if the claim moved on."""
     now = require_aware(now)
     row = session.execute(sa.select(_OUTBOX.c.status).where(*_still_mine(job_id, worker_id))).first()
     if row is None:

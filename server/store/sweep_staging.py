@@ -11,6 +11,9 @@ A run is one sweep of one company and entity (`run_id`). Its rows are deleted wh
 read names its run) and that the next sweep deletes when it starts (`drop_all`, under the sweep
 lease, when no other sweep can be running).
 
+The day's mark of a finished sweep of a company lives here too (`last_sweep`, `record_sweep`): a row
+of the poll watermarks table under its own entity and kind, which no poll reads.
+
 Functions take a Session and never commit, except `parts`, which reads each chunk in its own
 short read transaction (the caller writes between chunks).
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,10 +31,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from engine.messages import PlannedMessage
-from server.store.db import read_scope
-from server.store.tables import SweepHeldMessage
+from server.store.columns import require_aware
+from server.store.db import read_scope, upsert_statement
+from server.store.tables import PollWatermark, SweepHeldMessage
 
 _HELD = SweepHeldMessage.__table__  # type: ignore[attr-defined]
+_WATERMARKS = PollWatermark.__table__  # type: ignore[attr-defined]
+_MARK_ENTITY, _MARK_KIND = "sweep", "last-run"
 _FIELDS = tuple(f.name for f in fields(PlannedMessage))
 CHUNK = 1000  # rows per read-back query
 
@@ -130,3 +137,29 @@ def drop_all(session: Session) -> int:
     """Delete every row: called under the sweep lease before sweeping, when any row left is a dead run's."""
     result = session.execute(sa.delete(_HELD))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def last_sweep(session: Session, company_id: str) -> datetime | None:
+    row = session.get(PollWatermark, (company_id, _MARK_ENTITY, _MARK_KIND))
+    return row.last_modified if row is not None else None
+
+
+def record_sweep(session: Session, company_id: str, at: datetime) -> None:
+    at = require_aware(at)
+    row = {
+        "company_id": company_id,
+        "entity": _MARK_ENTITY,
+        "kind": _MARK_KIND,
+        "last_modified": at,
+        "seen": {},
+        "updated_at": at,
+    }
+    session.execute(
+        upsert_statement(
+            session,
+            _WATERMARKS,
+            [row],
+            conflict_columns=["company_id", "entity", "kind"],
+            update_columns=["last_modified", "updated_at"],
+        )
+    )

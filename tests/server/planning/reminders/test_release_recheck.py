@@ -1,4 +1,4 @@
-"""A reminder held overnight is checked against BC again when its send window opens (server/recheck.py).
+"""A reminder held overnight is checked against BC again when its send window opens (server/sending/release.py).
 
 End to end with both simulators: the sweep plans at night, the send window holds, BC changes (the
 customer pays, pays part, BC is down), the clock reaches the window, the dispatcher decides.
@@ -122,7 +122,7 @@ async def test_a_part_payment_sends_the_amount_still_open(tmp_path: Path, stacks
     assert rewritten.detail is not None and planned.body in rewritten.detail
 
 
-async def test_an_unchanged_invoice_is_sent_once_with_a_recorded_recheck(
+async def test_an_unchanged_invoice_is_sent_once_with_a_recorded_release_check(
     tmp_path: Path, stacks: list[Stack]
 ) -> None:
     stack, _ = await held_overnight(tmp_path, stacks, "PS-RC0003")
@@ -213,9 +213,9 @@ def invoice_reads(stack: Stack) -> list[dict[str, Any]]:
     ]
 
 
-def test_recheck_is_for_held_sweep_reminders_only(tmp_path: Path) -> None:
+def test_the_release_check_is_for_held_sweep_reminders_only(tmp_path: Path) -> None:
     from engine.loader import load_ruleset
-    from server.sending.release import needs_recheck
+    from server.sending.release import needs_release_check
 
     ruleset = load_ruleset(Path(__file__).resolve().parents[4] / "rules")
     now = datetime(2026, 11, 25, tzinfo=UTC)
@@ -237,9 +237,9 @@ def test_recheck_is_for_held_sweep_reminders_only(tmp_path: Path) -> None:
             is_test=is_test,
         )
 
-    assert needs_recheck(row("invoice-overdue", "held"), ruleset)
-    assert needs_recheck(row("invoice-overdue", "held", record_id=None), ruleset)  # grouped
-    assert not needs_recheck(row("invoice-overdue", "planned"), ruleset)
-    assert not needs_recheck(row("invoice-overdue", "held", is_test=True), ruleset)
-    assert not needs_recheck(row("payment-receipt", "held"), ruleset)  # an event rule
-    assert not needs_recheck(row("no-such-rule", "held"), ruleset)
+    assert needs_release_check(row("invoice-overdue", "held"), ruleset)
+    assert needs_release_check(row("invoice-overdue", "held", record_id=None), ruleset)  # grouped
+    assert not needs_release_check(row("invoice-overdue", "planned"), ruleset)
+    assert not needs_release_check(row("invoice-overdue", "held", is_test=True), ruleset)
+    assert not needs_release_check(row("payment-receipt", "held"), ruleset)  # an event rule
+    assert not needs_release_check(row("no-such-rule", "held"), ruleset)

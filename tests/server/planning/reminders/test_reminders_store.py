@@ -12,8 +12,8 @@ from sqlmodel import col, select
 
 from engine.evaluate import evaluate
 from engine.ruleset import RuleSet
-from server.planning.reminders import DunningReport, DunningSettings, store_reminders
-from server.planning.testmode import TestModeSettings
+from server.planning.reminders import ReminderReport, store_reminders
+from server.settings import ReminderSettings, TestModeSettings
 from server.store.db import session_scope
 from server.store.pauses import add_pause, lift_pause
 from server.store.snapshots import SnapshotIn, put_snapshots
@@ -21,7 +21,7 @@ from server.store.tables import OutboxMessage
 from tests.server.planning.reminders.conftest import invoice
 
 COMPANY = "c1"
-NO_CAPS = DunningSettings(cap_per_day=0, cap_per_week=0)
+NO_CAPS = ReminderSettings(cap_per_day=0, cap_per_week=0)
 
 
 def at(day: str) -> datetime:
@@ -33,9 +33,9 @@ def sweep(
     shipped: RuleSet,
     now: datetime,
     *records: dict[str, Any],
-    settings: DunningSettings = NO_CAPS,
+    settings: ReminderSettings = NO_CAPS,
     test_mode: TestModeSettings | None = None,
-) -> DunningReport:
+) -> ReminderReport:
     messages = [m for r in records for m in evaluate("salesInvoices", r, shipped, now, event="sweep")]
     with session_scope(db) as session:
         return store_reminders(
@@ -145,7 +145,7 @@ def test_a_lifted_invoice_pause_no_longer_holds(db: Engine, shipped: RuleSet) ->
 
 
 def test_caps_record_the_excess_and_retry_on_a_later_sweep(db: Engine, shipped: RuleSet) -> None:
-    capped = DunningSettings(cap_per_day=1, cap_per_week=5)
+    capped = ReminderSettings(cap_per_day=1, cap_per_week=5)
     # Different stages for one customer: not grouped, so three messages to one number.
     records = [invoice("PS-1", "2026-11-24"), invoice("PS-2", "2026-11-15"), invoice("PS-3", "2026-11-27")]
     report = sweep(db, shipped, at("2026-11-25"), *records, settings=capped)
@@ -166,7 +166,7 @@ def test_caps_record_the_excess_and_retry_on_a_later_sweep(db: Engine, shipped: 
 
 
 def test_a_bc_field_switches_reminders_off(db: Engine, shipped: RuleSet) -> None:
-    settings = DunningSettings(cap_per_day=0, cap_per_week=0, suppress_field="customer.blocked")
+    settings = ReminderSettings(cap_per_day=0, cap_per_week=0, suppress_field="customer.blocked")
     blocked = invoice(
         "PS-1",
         "2026-11-24",
@@ -197,7 +197,7 @@ def test_grouping_through_the_store_and_members_point_at_the_group(db: Engine, s
 
 
 def test_test_mode_diverts_every_send_and_marks_it(db: Engine, shipped: RuleSet) -> None:
-    divert = TestModeSettings(test_mode=True, test_number="+44 7700 900123")
+    divert = TestModeSettings(enabled=True, number="+44 7700 900123")
     records = [invoice("PS-1", "2026-11-24"), invoice("PS-2", "2026-11-15")]
     sweep(db, shipped, at("2026-11-25"), *records, test_mode=divert)
     sent = [r for r in rows(db) if r.status == "planned"]
@@ -216,7 +216,7 @@ def test_test_mode_without_a_number_only_logs(db: Engine, shipped: RuleSet) -> N
         shipped,
         at("2026-11-25"),
         invoice("PS-1", "2026-11-24"),
-        test_mode=TestModeSettings(test_mode=True),
+        test_mode=TestModeSettings(enabled=True),
     )
     [row] = rows(db)
     assert (row.status, row.error_code, row.is_test) == ("skipped", "test-log-only", True)

@@ -1,0 +1,114 @@
+"""Every settings variable docs/operations.md documents reaches its field of `Settings`.
+
+Settings that sit in a group keep the flat names operators set (`MLC_REMINDER_CAP_PER_DAY` ->
+`reminders.cap_per_day`, `server.settings.FLAT_NAMES`); the others are `MLC_` + the field path,
+groups joined by a double underscore (`MLC_CHANGES__MAX_ATTEMPTS` -> `changes.max_attempts`).
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import pytest
+from pydantic import BaseModel, SecretStr
+from pydantic.fields import FieldInfo
+
+from server.settings import FLAT_NAMES, Settings
+
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+# Values a field's type alone does not give (a number must be a phone number).
+SAMPLES: dict[str, tuple[str, Any]] = {
+    "MLC_TEST_NUMBER": ("+44 7700 900999", "+447700900999"),
+    "MLC_TESTING__NUMBER": ("+44 7700 900999", "+447700900999"),
+}
+
+
+def documented() -> list[str]:
+    """The full variable names (not prefixes such as `MLC_BC__`) in the Settings section."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    section = text.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    names = re.findall(r"`(MLC_[A-Z0-9_]+)`", section)
+    return sorted({n for n in names if not n.endswith("_")})
+
+
+def field_path(name: str) -> tuple[str, ...]:
+    if name in FLAT_NAMES:
+        return FLAT_NAMES[name]
+    return tuple(name.removeprefix("MLC_").lower().split("__"))
+
+
+def field_at(path: tuple[str, ...]) -> FieldInfo:
+    model: type[BaseModel] = Settings
+    field = model.model_fields[path[0]]
+    for key in path[1:]:
+        assert isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel), path
+        model = field.annotation
+        field = model.model_fields[key]
+    return field
+
+
+def sample(field: FieldInfo) -> tuple[str, Any]:
+    """An environment value for the field that differs from its default, and what it reads as."""
+    annotation = field.annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    if get_origin(annotation) is Literal:
+        value = next(v for v in get_args(annotation) if v != field.default)
+        return str(value), value
+    if get_origin(annotation) is list:
+        return '["sample"]', ["sample"]
+    if get_origin(annotation) is dict:
+        return '{"role": "+447700900123"}', {"role": "+447700900123"}
+    simple: dict[Any, tuple[str, Any]] = {
+        bool: ("true", True),
+        int: ("3", 3),
+        float: ("3.5", 3.5),
+        str: ("sample", "sample"),
+        SecretStr: ("s3cret", "s3cret"),
+        Path: ("/srv/sample", Path("/srv/sample")),
+    }
+    return simple[annotation]
+
+
+def read(settings: Settings, path: tuple[str, ...]) -> Any:
+    value: Any = settings
+    for key in path:
+        value = getattr(value, key)
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def test_the_operations_guide_documents_the_flat_names() -> None:
+    assert set(FLAT_NAMES) <= set(documented())
+
+
+@pytest.mark.parametrize("name", documented())
+def test_a_documented_variable_reaches_its_field(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = field_path(name)
+    raw, expected = SAMPLES.get(name) or sample(field_at(path))
+    monkeypatch.setenv(name, raw)
+    assert read(Settings(_env_file=None), path) == expected
+
+
+@pytest.mark.parametrize("name", sorted(FLAT_NAMES))
+def test_a_flat_name_in_the_env_file_reaches_its_field(name: str, tmp_path: Path) -> None:
+    path = field_path(name)
+    raw, expected = SAMPLES.get(name) or sample(field_at(path))
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"{name}='{raw}'\n", encoding="utf-8")
+    assert read(Settings(_env_file=env_file), path) == expected
+
+
+def test_the_nested_name_wins_over_the_flat_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLC_REMINDER_CAP_PER_DAY", "4")
+    monkeypatch.setenv("MLC_REMINDERS__CAP_PER_DAY", "5")
+    monkeypatch.setenv("MLC_REMINDER_CAP_PER_WEEK", "9")
+    reminders = Settings(_env_file=None).reminders
+    assert (reminders.cap_per_day, reminders.cap_per_week) == (5, 9)
+
+
+def test_init_values_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLC_TEST_MODE", "true")
+    assert Settings(_env_file=None, testing={"enabled": False}).testing.enabled is False
