@@ -37,10 +37,6 @@ class LoopbackServer:
         self._thread: threading.Thread | None = None
 
     @property
-    def started(self) -> bool:
-        return self._thread is not None
-
-    @property
     def ca_cert_path(self) -> Path:
         if self._tls is None:
             raise RuntimeError(f"{self.name} is not serving TLS")
