@@ -19,14 +19,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from server.settings import BCSettings, Settings, TwilioSettings
 from server.store.audit import record_audit
+from server.store.credentials import (
+    all_credentials,
+    count_credentials,
+    credential_names,
+    get_credential,
+    has_credentials_table,
+    put_credential,
+)
 from server.store.db import read_scope, session_scope
 from server.store.tables import StoredCredential
 
@@ -181,25 +188,18 @@ class CredentialStore:
 
     def load(self, kind: Kind) -> Credentials | None:
         with read_scope(self.engine) as session:
-            row = session.get(StoredCredential, kind)
+            row = get_credential(session, kind)
             return None if row is None else self._decrypt(row)
 
     def stored_kinds(self) -> list[str]:
         with read_scope(self.engine) as session:
-            return sorted(session.exec(select(StoredCredential.name)).all())
+            return sorted(credential_names(session))
 
     def save(self, credentials: Credentials, *, actor: str, now: datetime) -> Kind:
         kind: Kind = "bc" if isinstance(credentials, BCCredentials) else "twilio"
         token = self.cipher().encrypt(json.dumps(_to_plain(credentials)).encode()).decode()
         with session_scope(self.engine) as session:
-            row = session.get(StoredCredential, kind)
-            if row is None:
-                session.add(StoredCredential(name=kind, ciphertext=token, updated_at=now, updated_by=actor))
-            else:
-                row.ciphertext = token
-                row.updated_at = now
-                row.updated_by = actor
-                session.add(row)
+            put_credential(session, kind, token, now=now, actor=actor)
             # Field names only: the audit log is read by people and exported.
             record_audit(
                 session,
@@ -215,7 +215,7 @@ class CredentialStore:
         """Re-encrypt every stored set with the first key. Returns how many rows were rewritten."""
         cipher = self.cipher()
         with session_scope(self.engine) as session:
-            rows = list(session.exec(select(StoredCredential)).all())
+            rows = all_credentials(session)
             for row in rows:
                 try:
                     row.ciphertext = cipher.rotate(row.ciphertext.encode()).decode()
@@ -248,7 +248,7 @@ def masked(credentials: Credentials) -> dict[str, object]:
 
 
 def stored_count(session: Session) -> int:
-    return len(session.exec(select(StoredCredential.name)).all())
+    return count_credentials(session)
 
 
 # -- settings -----------------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ def with_credentials(settings: Settings, stored: Iterable[Credentials]) -> Setti
 
 def apply_stored_credentials(settings: Settings, engine: Engine) -> Settings:
     """Database first, environment as the fallback. Needs a key only when something is stored."""
-    if not sa.inspect(engine).has_table(StoredCredential.__tablename__):
+    if not has_credentials_table(engine):
         return settings  # schema not migrated by this caller (open_services(migrate=False))
     with read_scope(engine) as session:
         if stored_count(session) == 0:

@@ -6,7 +6,8 @@ requests never race for a token.
 
 msal is given an `httpx.Client` whose TLS context trusts `ca_cert` (plus the system store): msal's own
 requests session and its `verify=` lose to REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, which these machines
-set (reference a2). httpx's get/post signatures fit msal's `http_client` interface.
+set (msal uses requests, which honours those variables:
+https://requests.readthedocs.io/en/latest/user/advanced/#ssl-cert-verification). httpx's get/post signatures fit msal's `http_client` interface.
 """
 
 from __future__ import annotations

@@ -421,7 +421,7 @@ def _encoded_length(text: str) -> int:
 
 
 def _ids_filter(ids: list[str]) -> str:
-    # One field only: BC refuses `or` across different fields (reference d).
+    # One field only: BC refuses `or` across different fields (it answers 400 BadRequest).
     return " or ".join(f"id eq {record_id}" for record_id in ids)
 
 

@@ -125,7 +125,8 @@ def error_from_response(
         "url": url,
         "retry_after": retry_after,
     }
-    # Key on the code, not the status: the docs list 409, some builds may answer 412 (reference d).
+    # Key on the code, not the status: the docs list 409, some builds may answer 412
+    # (https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/developer/devenv-connect-apps-error-codes).
     if code == "Request_EntityChanged" or status == 412:
         return EntityChangedError(message, **kwargs)
     if code == "BadRequest_InvalidToken":

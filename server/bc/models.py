@@ -197,7 +197,8 @@ class SalesInvoice(_DocumentTotals):
 
 
 class PurchaseInvoice(_DocumentTotals):
-    """No `remainingAmount` on purchase invoices (reference c)."""
+    """No `remainingAmount` on purchase invoices
+    (https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/resources/dynamics_purchaseinvoice)."""
 
     entity_set: ClassVar[str] = "purchaseInvoices"
 

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 DEFAULT_API_HOST = "https://api.businesscentral.dynamics.com"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
-# The token audience is the BC resource, whichever host serves the API (reference a).
+# The token audience is the BC resource, whichever host serves the API
+# (https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/administration/automation-apis-using-s2s-authentication).
 BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"
 
 
@@ -32,7 +33,8 @@ class BCConfig:
     authority_host: str = DEFAULT_AUTHORITY_HOST
     scope: str = BC_SCOPE
     ca_cert: Path | None = None
-    # BC processes 5 requests per user at once and queues the rest (reference e); stay under it.
+    # BC processes 5 requests per user at once and queues the rest; stay under it
+    # (https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/administration/operational-limits-online).
     max_concurrency: int = 4
     timeout_seconds: float = 60.0
     # Server-driven paging: ask for pages this big (BC's maximum is 20,000).

@@ -1,11 +1,12 @@
 """OTP-gated write-back of sensitive fields to Business Central.
 
 A finance user proposes a change (vendor/customer contact and remit-to address fields, or vendor bank
-details through a custom API page: standard API v2.0 has no vendor bank entity, reference c). The
+details through a custom API page; the fields and their validators are server/changes/fields.py). The
 connector reads the record's current @odata.etag, stores a pending change, and starts a Twilio Verify
 verification to the approver. Only a check answered `approved` lets the change be PATCHed to BC, with
 `If-Match: <stored etag>`; if the record changed meanwhile BC answers 409 Request_EntityChanged and
-the change ends as `conflict` (reference d).
+the change ends as `conflict`
+(https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/developer/devenv-connect-apps-error-codes).
 
 States (tables.CHANGE_STATUSES)::
 
@@ -32,16 +33,14 @@ import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from cryptography.fernet import InvalidToken, MultiFernet
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
 
 from server.bc.client import BCClient
-from server.bc.entities import CUSTOMERS, VENDORS, EntitySet, check_guid, custom_page
+from server.bc.entities import EntitySet
 from server.bc.errors import (
     BCError,
     EntityChangedError,
@@ -49,12 +48,35 @@ from server.bc.errors import (
     PermanentBCError,
 )
 from server.bc.models import BCRecord
+from server.changes.fields import (
+    ChangeConfigError,
+    ChangeInputError,
+    ChangeNotFoundError,
+    ChangeRequest,
+    ChangeStateError,
+    UpstreamError,
+    ValidatedChange,
+    entity_set_for,
+    mask_phone,
+    mask_value,
+    validate_request,
+)
 from server.credentials import CredentialError, cipher_for, load_keys
 from server.runtime.clock import Clock
 from server.runtime.crashpoints import crash_point
 from server.runtime.logs import get_logger
 from server.settings import Settings
 from server.store.audit import record_audit
+from server.store.changes import (
+    OPEN,
+    add_change,
+    count_wrong_code,
+    due_to_expire,
+    get_change,
+    open_change_for,
+    reclaim_write,
+    transition,
+)
 from server.store.db import read_scope, session_scope
 from server.store.leases import acquire_lease, release_lease
 from server.store.tables import PendingChange
@@ -65,293 +87,8 @@ from server.twilio.errors import NotFoundError as VerificationNotFoundError
 log = get_logger("ml_connector.changes")
 T = TypeVar("T")
 
-Channel = Literal["sms", "call"]
 TERMINAL = frozenset({"written", "conflict", "rejected", "code_expired", "expired", "failed"})
-OPEN = ("new", "pending")
 _CODE = re.compile(r"^[0-9]{4,10}$")
-BANK_ENTITY = "vendorBankAccounts"
-
-
-# -- errors -----------------------------------------------------------------------------------------
-
-
-class ChangeError(Exception):
-    """Base of the errors the API maps to HTTP answers."""
-
-
-class ChangeInputError(ChangeError):
-    """Bad input, named by field (API 400)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-class ChangeNotFoundError(ChangeError):
-    """No pending change with this id (API 404)."""
-
-
-class ChangeStateError(ChangeError):
-    """The change is not in a state that allows this step (API 409)."""
-
-
-class ChangeConfigError(ChangeError):
-    """The service cannot keep a change safely (no encryption key): an operator must fix settings."""
-
-
-class UpstreamError(ChangeError):
-    """BC or Twilio could not be reached or refused for a reason on their side (API 503)."""
-
-
-# -- the sensitive-field allow-list (a registry: data, not code paths) -------------------------------
-
-
-def _iban(value: str) -> str:
-    text = value.replace(" ", "").upper()
-    if not re.fullmatch(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}", text):
-        raise ValueError("not an IBAN (two letters, two check digits, 11-30 letters or digits)")
-    digits = "".join(str(int(ch, 36)) for ch in text[4:] + text[:4])
-    if int(digits) % 97 != 1:
-        raise ValueError("IBAN check digits do not match (mod 97); a digit is probably mistyped")
-    return text
-
-
-def _swift(value: str) -> str:
-    text = value.replace(" ", "").upper()
-    if not re.fullmatch(r"[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?", text):
-        raise ValueError("not a SWIFT/BIC code (8 or 11 characters, e.g. NWBKGB2L)")
-    return text
-
-
-def _email(value: str) -> str:
-    text = value.strip()
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
-        raise ValueError("not an email address")
-    return text
-
-
-def _text(value: str) -> str:
-    return value.strip()
-
-
-@dataclass(frozen=True)
-class FieldRule:
-    """One writable field: BC's maximum length (its table field size) and a normaliser/validator."""
-
-    max_length: int
-    normalise: Callable[[str], str] = _text
-
-
-_CONTACT_AND_ADDRESS: dict[str, FieldRule] = {
-    "addressLine1": FieldRule(100),
-    "addressLine2": FieldRule(50),
-    "city": FieldRule(30),
-    "state": FieldRule(30),
-    "country": FieldRule(10),
-    "postalCode": FieldRule(20),
-    "phoneNumber": FieldRule(30),
-    "email": FieldRule(80, _email),
-}
-
-# Which fields each entity accepts through the OTP gate. Anything else is refused by name.
-SENSITIVE_FIELDS: dict[str, dict[str, FieldRule]] = {
-    "vendors": dict(_CONTACT_AND_ADDRESS),
-    "customers": dict(_CONTACT_AND_ADDRESS),
-    BANK_ENTITY: {
-        "name": FieldRule(100),
-        "bankAccountNumber": FieldRule(30),
-        "bankBranchNumber": FieldRule(20),
-        "iban": FieldRule(50, _iban),
-        "swiftCode": FieldRule(20, _swift),
-        "currencyCode": FieldRule(10),
-    },
-}
-
-
-def mask_value(value: Any) -> str:
-    """A value for the audit log and logs: its last four characters only."""
-    text = str(value)
-    return "****" if len(text) <= 4 else "*" * min(len(text) - 4, 8) + text[-4:]
-
-
-def mask_phone(number: str) -> str:
-    from engine.phones import mask
-
-    return mask(number)
-
-
-# -- input ------------------------------------------------------------------------------------------
-
-
-class ChangeRequest(BaseModel):
-    """What a finance user proposes (the body of POST /api/changes)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    entity: str = Field(description="vendors, customers or vendorBankAccounts (the custom API page)")
-    record_id: str = Field(description="The BC record's id (GUID)")
-    company_id: str | None = Field(default=None, description="Needed when several companies are configured")
-    changes: dict[str, str] = Field(description="Field -> new value; only the entity's sensitive fields")
-    approver: str = Field(description="E.164 number, or a role from MLC_CHANGES__APPROVER_ROLES")
-    channel: Channel | None = Field(default=None, description="How the code is sent: sms or call")
-    requested_by: str = Field(min_length=1, max_length=128, description="Who proposes (for the audit)")
-
-
-@dataclass(frozen=True)
-class ValidatedChange:
-    entity: str
-    entity_set: EntitySet[Any]
-    company_id: str
-    record_id: str
-    changes: dict[str, str]
-    approver: str
-    approver_role: str | None
-    channel: Channel
-    requested_by: str
-
-
-def entity_set_for(settings: Settings, entity: str) -> EntitySet[Any]:
-    if entity == "vendors":
-        return VENDORS
-    if entity == "customers":
-        return CUSTOMERS
-    if entity == BANK_ENTITY:
-        page = settings.changes
-        if not (page.bank_page_publisher and page.bank_page_group and page.bank_page_version):
-            raise ChangeInputError(
-                "entity",
-                "vendor bank details need the custom API page a BC extension publishes (standard API v2.0 "
-                "has none): set MLC_CHANGES__BANK_PAGE_PUBLISHER, _GROUP, _VERSION and _ENTITY_SET",
-            )
-        try:
-            return custom_page(
-                page.bank_page_publisher,
-                page.bank_page_group,
-                page.bank_page_version,
-                page.bank_page_entity_set,
-            )
-        except ValueError as exc:
-            raise ChangeInputError("entity", f"custom API page settings: {exc}") from exc
-    raise ChangeInputError(
-        "entity", f"unknown entity {entity!r}; expected one of {', '.join(sorted(SENSITIVE_FIELDS))}"
-    )
-
-
-def resolve_approver(settings: Settings, approver: str) -> tuple[str, str | None]:
-    """(E.164 number, role or None). A role is looked up in settings; a number is normalised."""
-    from engine.errors import PhoneError
-    from engine.phones import to_e164
-
-    text = approver.strip()
-    roles = settings.changes.approver_roles
-    role: str | None = None
-    if text in roles:
-        role, raw = text, roles[text]
-    elif text[:1] in "+0123456789(" and text:
-        raw = text
-    else:
-        known = ", ".join(sorted(roles)) or "none configured"
-        raise ChangeInputError(
-            "approver",
-            f"{text!r} is neither a phone number nor a known role (roles: {known}; MLC_CHANGES__APPROVER_ROLES)",
-        )
-    try:
-        number = to_e164(raw, settings.default_region).number
-    except PhoneError as exc:
-        where = f"role {role!r} maps to a number that" if role else "the number"
-        raise ChangeInputError("approver", f"{where} is not usable: {exc.reason}") from exc
-    return number, role
-
-
-def validate_request(settings: Settings, request: ChangeRequest) -> ValidatedChange:
-    """Every check that needs no network, each error naming its field."""
-    entity_set = entity_set_for(settings, request.entity)
-    allowed = SENSITIVE_FIELDS[request.entity]
-    try:
-        record_id = check_guid(request.record_id, "record_id")
-    except ValueError as exc:
-        raise ChangeInputError("record_id", "not a GUID") from exc
-    companies = [c.lower() for c in settings.bc.companies]
-    if request.company_id is None:
-        if len(companies) != 1:
-            raise ChangeInputError(
-                "company_id", "required when more or fewer than one company is configured (MLC_BC__COMPANIES)"
-            )
-        company_id = companies[0]
-    else:
-        try:
-            company_id = check_guid(request.company_id, "company_id")
-        except ValueError as exc:
-            raise ChangeInputError("company_id", "not a GUID") from exc
-        if companies and company_id not in companies:
-            raise ChangeInputError("company_id", "not one of the configured companies (MLC_BC__COMPANIES)")
-    if not request.changes:
-        raise ChangeInputError("changes", "give at least one field to change")
-    changes: dict[str, str] = {}
-    for name, value in request.changes.items():
-        rule = allowed.get(name)
-        if rule is None:
-            raise ChangeInputError(
-                f"changes.{name}",
-                f"not a sensitive field of {request.entity} that this gate writes; allowed: {', '.join(sorted(allowed))}",
-            )
-        try:
-            normalised = rule.normalise(value)
-        except ValueError as exc:
-            raise ChangeInputError(f"changes.{name}", str(exc)) from exc
-        if len(normalised) > rule.max_length:
-            raise ChangeInputError(
-                f"changes.{name}", f"{len(normalised)} characters; BC allows at most {rule.max_length}"
-            )
-        changes[name] = normalised
-    approver, role = resolve_approver(settings, request.approver)
-    return ValidatedChange(
-        entity=request.entity,
-        entity_set=entity_set,
-        company_id=company_id,
-        record_id=record_id,
-        changes=changes,
-        approver=approver,
-        approver_role=role,
-        channel=request.channel or settings.changes.default_channel,
-        requested_by=request.requested_by.strip(),
-    )
-
-
-# -- store ------------------------------------------------------------------------------------------
-
-
-def transition(
-    session: Session, change_id: int, from_: Collection[str], to: str, now: datetime, **values: Any
-) -> bool:
-    """Move a change to `to` only if it is still in one of `from_`: the database decides who wins."""
-    stmt = (
-        sa.update(PendingChange)
-        .where(col(PendingChange.id) == change_id, col(PendingChange.status).in_(list(from_)))
-        .values(status=to, updated_at=now, **values)
-    )
-    result = session.execute(stmt)
-    return bool(getattr(result, "rowcount", 0) == 1)
-
-
-def get_change(session: Session, change_id: int) -> PendingChange | None:
-    return session.get(PendingChange, change_id)
-
-
-def list_changes(
-    session: Session,
-    *,
-    statuses: Collection[str] | None = None,
-    limit: int = 50,
-    before_id: int | None = None,
-) -> list[PendingChange]:
-    """Newest first; pass the last id seen as before_id for the next page."""
-    stmt = select(PendingChange).order_by(col(PendingChange.id).desc()).limit(max(1, min(limit, 500)))
-    if statuses:
-        stmt = stmt.where(col(PendingChange.status).in_(list(statuses)))
-    if before_id is not None:
-        stmt = stmt.where(col(PendingChange.id) < before_id)
-    return list(session.exec(stmt).all())
 
 
 def _subject(change_id: int | None) -> str:
@@ -362,12 +99,7 @@ def expire_due(engine: Engine, now: datetime, *, limit: int = 500) -> list[int]:
     """Mark open changes past their expiry as `expired` (each audited). Returns their ids."""
     expired: list[int] = []
     with session_scope(engine) as session:
-        due = session.exec(
-            select(PendingChange.id)
-            .where(col(PendingChange.status).in_(OPEN), col(PendingChange.expires_at) <= now)
-            .order_by(col(PendingChange.id))
-            .limit(limit)
-        ).all()
+        due = due_to_expire(session, now, limit=limit)
         for change_id in due:
             if change_id is not None and transition(
                 session, change_id, OPEN, "expired", now, reason="not confirmed in time"
@@ -494,16 +226,7 @@ class ChangeGate:
         cutoff = now - timedelta(seconds=self.settings.changes.write_lease_seconds)
         reason = "the previous write was interrupted before its outcome was recorded"
         with session_scope(self.db) as session:
-            result = session.execute(
-                sa.update(PendingChange)
-                .where(
-                    col(PendingChange.id) == change_id,
-                    col(PendingChange.status) == "writing",
-                    col(PendingChange.updated_at) < cutoff,
-                )
-                .values(status="approved", updated_at=now, reason=reason)
-            )
-            moved = getattr(result, "rowcount", 0) == 1
+            moved = reclaim_write(session, change_id, cutoff=cutoff, now=now, reason=reason)
             if moved:
                 record_audit(
                     session,
@@ -537,7 +260,7 @@ class ChangeGate:
         if all(str(current.get(name)) == value for name, value in valid.changes.items()):
             raise ChangeInputError("changes", "the record already holds these values; nothing to change")
         # Twilio Verify re-sends the SAME verification (same SID, same code) to a number that has one
-        # pending (twilio-api.md section 4), so one code would approve two changes: one open change
+        # pending (https://www.twilio.com/docs/verify/api/verification), so one code would approve two changes: one open change
         # per approver.
         await self._db(expire_due, self.db, self.clock.now())
         waiting = await self._db(self._open_change_for, valid.approver)
@@ -581,12 +304,7 @@ class ChangeGate:
 
     def _open_change_for(self, approver: str) -> int | None:
         with read_scope(self.db) as session:
-            found: int | None = session.exec(
-                select(PendingChange.id)
-                .where(col(PendingChange.approver) == approver, col(PendingChange.status).in_(OPEN))
-                .order_by(col(PendingChange.id))
-                .limit(1)
-            ).first()
+            found = open_change_for(session, approver)
         return found
 
     async def _read_record(self, valid: ValidatedChange) -> BCRecord:
@@ -620,8 +338,7 @@ class ChangeGate:
             updated_at=now,
         )
         with session_scope(self.db) as session:
-            session.add(change)
-            session.flush()
+            add_change(session, change)
             record_audit(
                 session,
                 actor=valid.requested_by,
@@ -701,7 +418,8 @@ class ChangeGate:
                 code.strip(), verification_sid=change.verification_sid
             )
         except VerificationNotFoundError:
-            # Approved or expired verifications are soft-deleted: 20404 (twilio-api.md section 4).
+            # Approved or expired verifications are soft-deleted: 20404
+            # (https://www.twilio.com/docs/api/errors/20404).
             reason = "the code expired or was already used (Twilio 20404)"
             return await self._end(
                 change_id, ("pending",), "code_expired", who, reason, reason + "; propose the change again"
@@ -745,15 +463,11 @@ class ChangeGate:
     def _wrong_code(self, change_id: int, who: str) -> ConfirmOutcome:
         now = self.clock.now()
         with session_scope(self.db) as session:
-            counted = session.execute(
-                sa.update(PendingChange)
-                .where(col(PendingChange.id) == change_id, col(PendingChange.status) == "pending")
-                .values(attempts=col(PendingChange.attempts) + 1, updated_at=now)
-            )
+            counted = count_wrong_code(session, change_id, now=now)
             change = get_change(session, change_id)
             assert change is not None
             session.refresh(change)
-            if getattr(counted, "rowcount", 0) != 1:
+            if not counted:
                 raise ChangeStateError(f"change {change_id} is '{change.status}'; it was decided meanwhile")
             record_audit(
                 session,

@@ -17,7 +17,8 @@ twice. Instead:
   grace period the job is marked failed with code 'outcome-unknown' and logged loudly for a
   person to check: a second phone call is worse than a missing one, so it is never re-placed blind.
 - A job already carrying a SID is looked up directly (fetch_message / fetch_call).
-- Lost status callbacks: Twilio retries a callback once (twilio-api.md 5.4), so callbacks sent while
+- Lost status callbacks: Twilio retries a callback once
+  (https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides), so callbacks sent while
   the service was down are gone. A send still queued/sending/sent `status_poll_after_seconds` after
   its last update (and younger than `status_poll_max_age_hours`) is fetched by SID and its status
   applied like a callback's, so every send reaches a final status in the audit.
@@ -31,16 +32,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-import sqlalchemy as sa
-from sqlmodel import Session, col, select
-
 from server.runtime.logs import get_logger
 from server.services import Services
 from server.settings import Settings
 from server.store import outbox
 from server.store.db import session_scope
 from server.store.states import Channel, EventSource, MessageStatus
-from server.store.tables import MessageEvent, OutboxMessage
+from server.store.tables import OutboxMessage
 from server.twilio.errors import DeliveryError
 from server.twilio.models import MessageRecord
 
@@ -77,28 +75,6 @@ class Outcome(StrEnum):
     REQUEUED = "requeued"
     WAITING = "waiting"
     FAILED = "failed"
-
-
-def submitted_at(session: Session, message: OutboxMessage) -> datetime:
-    """When the last create call for this job began (its latest 'submitting' event)."""
-    at = session.exec(
-        select(MessageEvent.at)
-        .where(MessageEvent.job_id == message.job_id, MessageEvent.status == MessageStatus.SUBMITTING.value)
-        .order_by(col(MessageEvent.id).desc())
-        .limit(1)
-    ).first()
-    return at or message.updated_at
-
-
-def sids_owned_elsewhere(session: Session, sids: Sequence[str], job_id: str) -> set[str]:
-    if not sids:
-        return set()
-    rows = session.exec(
-        select(OutboxMessage.twilio_sid).where(
-            col(OutboxMessage.twilio_sid).in_(list(sids)), OutboxMessage.job_id != job_id
-        )
-    ).all()
-    return {s for s in rows if s}
 
 
 def is_ours(record: MessageRecord, message: OutboxMessage, *, since: datetime, sender: str | None) -> bool:
@@ -151,17 +127,9 @@ class Reconciler:
         oldest = now - timedelta(seconds=self.policy.status_poll_max_age_seconds)
         in_flight = [s.value for s in (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SENT)]
         with session_scope(self.services.db) as session:
-            rows = session.exec(
-                select(OutboxMessage)
-                .where(
-                    col(OutboxMessage.status).in_(in_flight),
-                    col(OutboxMessage.twilio_sid).is_not(None),
-                    col(OutboxMessage.updated_at) < quiet_since,
-                    col(OutboxMessage.created_at) >= oldest,
-                )
-                .order_by(col(OutboxMessage.updated_at))
-                .limit(self.policy.batch_size)
-            ).all()
+            rows = outbox.stale_in_flight(
+                session, in_flight, quiet_since=quiet_since, oldest=oldest, limit=self.policy.batch_size
+            )
             session.expunge_all()
             return list(rows)
 
@@ -191,11 +159,7 @@ class Reconciler:
             if not advanced:
                 # Nothing new at Twilio (e.g. 'sent' with no delivery receipt): look again later, not
                 # on every pass.
-                session.execute(
-                    sa.update(OutboxMessage)
-                    .where(col(OutboxMessage.job_id) == message.job_id)
-                    .values(updated_at=now)
-                )
+                outbox.touch(session, message.job_id, now=now)
         if advanced:
             log.info("reconcile: status caught up from Twilio", job=message.job_id, status=status)
         return advanced
@@ -227,7 +191,7 @@ class Reconciler:
 
         def read_since() -> datetime:
             with session_scope(self.services.db) as session:
-                return submitted_at(session, message)
+                return outbox.submitted_at(session, message)
 
         since = await asyncio.to_thread(read_since)
         now = self.services.clock.now()
@@ -280,7 +244,7 @@ class Reconciler:
 
         def owned() -> set[str]:
             with session_scope(self.services.db) as session:
-                return sids_owned_elsewhere(session, [c.sid for c in candidates], message.job_id)
+                return outbox.sids_owned_elsewhere(session, [c.sid for c in candidates], message.job_id)
 
         taken = await asyncio.to_thread(owned)
         free = [c for c in candidates if c.sid not in taken]

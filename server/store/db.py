@@ -178,3 +178,8 @@ def upsert_statement(
         set_={name: stmt.excluded[name] for name in update_columns},
         where=condition,
     )
+
+
+def ping(session: Session) -> None:
+    """One round trip to the database (raises SQLAlchemyError when it does not answer)."""
+    session.exec(sa.select(1))  # type: ignore[call-overload]

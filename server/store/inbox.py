@@ -27,7 +27,8 @@ _INBOX = InboxNotification.__table__  # type: ignore[attr-defined]
 DEDUPE_KEY_LENGTH = _INBOX.c.dedupe_key.type.length
 RECORD_ID_MAX: int = _INBOX.c.record_id.type.length
 
-# `api/v2.0/companies(<id>)/customers(<id>)` or `.../customers?$filter=...` (bc-api.md section b);
+# `api/v2.0/companies(<id>)/customers(<id>)` or `.../customers?$filter=...`
+# (https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/dynamics-subscriptions);
 # ids may be quoted. Absolute URLs and a leading slash are accepted too.
 _RESOURCE_RE = re.compile(
     r"companies\(\s*'?(?P<company>[^)'/]+)'?\s*\)/(?P<entity>[A-Za-z][A-Za-z0-9_]*)"

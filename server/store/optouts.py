@@ -1,7 +1,7 @@
 """The opt-out registry: numbers that said STOP (or whose send failed with 21610).
 
 Twilio blocks per sender number (per pool with a Messaging Service) and keeps forwarding the
-keyword to the inbound webhook (twilio-api.md section 8), so we keep our own list. A row's
+keyword to the inbound webhook (https://help.twilio.com/articles/223134027), so we keep our own list. A row's
 sender is the number/service that received the STOP, or '*' for every sender (an admin block).
 START re-opts in for that sender.
 """

@@ -842,3 +842,51 @@ def count_by_rule(session: Session) -> list[tuple[str, int]]:
     """How many outbox rows each rule planned, whatever became of them."""
     rows = session.exec(select(OutboxMessage.rule_id, sa.func.count()).group_by(OutboxMessage.rule_id)).all()
     return [(rule_id, int(count)) for rule_id, count in rows]
+
+
+def submitted_at(session: Session, message: OutboxMessage) -> datetime:
+    """When the last create call for this job began (its latest 'submitting' event)."""
+    at = session.exec(
+        select(MessageEvent.at)
+        .where(MessageEvent.job_id == message.job_id, MessageEvent.status == MessageStatus.SUBMITTING.value)
+        .order_by(col(MessageEvent.id).desc())
+        .limit(1)
+    ).first()
+    return at or message.updated_at
+
+
+def sids_owned_elsewhere(session: Session, sids: Sequence[str], job_id: str) -> set[str]:
+    if not sids:
+        return set()
+    rows = session.exec(
+        select(OutboxMessage.twilio_sid).where(
+            col(OutboxMessage.twilio_sid).in_(list(sids)), OutboxMessage.job_id != job_id
+        )
+    ).all()
+    return {s for s in rows if s}
+
+
+def stale_in_flight(
+    session: Session, statuses: Sequence[str], *, quiet_since: datetime, oldest: datetime, limit: int
+) -> list[OutboxMessage]:
+    """Sends with a SID in `statuses`, not updated since `quiet_since` and born after `oldest`,
+    the longest quiet first."""
+    rows = session.exec(
+        select(OutboxMessage)
+        .where(
+            col(OutboxMessage.status).in_(statuses),
+            col(OutboxMessage.twilio_sid).is_not(None),
+            col(OutboxMessage.updated_at) < quiet_since,
+            col(OutboxMessage.created_at) >= oldest,
+        )
+        .order_by(col(OutboxMessage.updated_at))
+        .limit(limit)
+    ).all()
+    return list(rows)
+
+
+def touch(session: Session, job_id: str, *, now: datetime) -> None:
+    """Mark a message as looked at now (its updated_at), without changing its status."""
+    session.execute(
+        sa.update(OutboxMessage).where(col(OutboxMessage.job_id) == job_id).values(updated_at=now)
+    )

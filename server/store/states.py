@@ -19,11 +19,13 @@ State machine (who moves a message, and when):
 `submitting` is our own "HTTP call in flight" state and is committed BEFORE the call, so a crash
 can never lose the fact that a send may have happened. Twilio's own `sending` ("being handed to
 the carrier", after `queued`) is a different thing and keeps its Twilio name and place in the
-order queued < sending < sent < delivered (twilio-api.md section 2).
+order queued < sending < sent < delivered
+(https://www.twilio.com/docs/messaging/api/message-resource#message-status-values).
 
 Ordering rule for status updates: a message only moves to a status of higher rank, and never out
 of a terminal status. So a late `sent` never overwrites `delivered`, and a replayed callback is a
-no-op (twilio-api.md 5.4: duplicates and out-of-order delivery must be harmless).
+no-op (duplicates and out-of-order delivery must be harmless:
+https://www.twilio.com/docs/messaging/guides/track-outbound-message-status).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from sqlmodel import Session, col, select
 from server.store.columns import require_aware
 from server.store.tables import SUBSCRIPTION_STATUSES, BcSubscription
 
-# bc-api.md section b: clientState may be up to 2048 chars per the doc example, 250 in v1.0; 43 is safe.
+# clientState may be up to 2048 chars per the doc example, 250 in v1.0; 43 is safe
+# (https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/dynamics-subscriptions).
 CLIENT_STATE_BYTES = 32
 
 

@@ -196,7 +196,7 @@ class MessageEvent(SQLModel, table=True):
     error_code: str | None = Field(default=None, sa_type=sa.String(32))
     detail: str | None = Field(default=None, sa_type=sa.Text)
     params: dict[str, Any] | None = Field(default=None, sa_type=json_type(none_as_null=True))
-    # "sid:status" for callbacks: a replayed callback is recorded once (twilio-api.md 5.4).
+    # "sid:status" for callbacks: a replayed callback is recorded once (callbacks may repeat).
     dedupe_key: str | None = Field(default=None, sa_type=sa.String(128), unique=True)
     changed: bool = Field(default=False)  # did this event move the message's status?
     at: datetime = Field(sa_type=UTCDateTime)

@@ -7,7 +7,7 @@ never retries a 429, hides Retry-After (its exception carries no headers) and ca
 sent" from "sent, no answer" — the distinction the dispatcher needs to avoid texting a customer twice.
 The SDK is still used where it serves: signature computation (signatures.py) and TwiML (twiml.py).
 
-Wire rules (reference section 1): HTTP Basic with the API Key SID + secret (the Account SID stays in
+Wire rules (https://www.twilio.com/docs/usage/requests-to-twilio): HTTP Basic with the API Key SID + secret (the Account SID stays in
 the path), bodies form-encoded (a JSON body is not read by Twilio), list values as repeated keys.
 
 Retries live in `_request` only:
@@ -96,7 +96,7 @@ class TwilioClientConfig(BaseModel):
         return cls(**values)
 
     def basic_auth(self) -> httpx.BasicAuth:
-        """API key when configured (revocable, reference section 1), else the account's auth token."""
+        """API key when configured (revocable: https://www.twilio.com/docs/iam/api-keys), else the account's auth token."""
         if self.api_key_sid:
             return httpx.BasicAuth(self.api_key_sid, self.api_key_secret.get_secret_value())
         if self.auth_token.get_secret_value():

@@ -14,7 +14,7 @@ The tree (what the caller should do is in the name)::
     ├── NotFoundError                  20404 (Verify: the verification was approved or expired)
     └── VerificationLimitError         60202 / 60203: too many checks / sends; wait for the code to expire
 
-Classification follows ../shared/reference/twilio-api.md section 7 and data/twilio/error_codes.json;
+Classification follows Twilio's error pages (https://www.twilio.com/docs/api/errors, one page per code);
 codes not in the table fall back on the HTTP status (401/403 configuration, 404 not found, 429 rate
 limited, 5xx retryable, other 4xx invalid request).
 """
@@ -140,7 +140,7 @@ ERROR_KINDS: dict[int, ErrorKind] = {
     21617: ErrorKind.INVALID_REQUEST,  # body > 1600 chars
     21626: ErrorKind.INVALID_REQUEST,  # invalid StatusCallbackEvent
     21635: ErrorKind.RECIPIENT,  # landline
-    21659: ErrorKind.CONFIGURATION,  # unconfirmed; treated like 21606 (reference section 7)
+    21659: ErrorKind.CONFIGURATION,  # unconfirmed; treated like 21606 (https://www.twilio.com/docs/api/errors/21659)
     60200: ErrorKind.INVALID_REQUEST,  # Verify invalid parameter
     60202: ErrorKind.VERIFICATION_LIMIT,  # max check attempts
     60203: ErrorKind.VERIFICATION_LIMIT,  # max send attempts

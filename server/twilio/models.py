@@ -2,7 +2,8 @@
 
 Twilio adds response fields without notice, so unknown fields are ignored here (unlike rule files,
 where a stray key is an error). Messages/Calls dates are RFC 2822 strings, Verify dates ISO 8601
-(reference section 1); both become timezone-aware datetimes.
+(https://www.twilio.com/docs/messaging/api/message-resource,
+https://www.twilio.com/docs/verify/api/verification); both become timezone-aware datetimes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-# Terminal outbound statuses: a later callback never moves a message out of these (reference 5.4).
+# Terminal outbound statuses: a later callback never moves a message out of these
+# (https://www.twilio.com/docs/messaging/guides/track-outbound-message-status).
 TERMINAL_MESSAGE_STATUSES = frozenset({"delivered", "undelivered", "failed", "read", "canceled"})
 TERMINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 

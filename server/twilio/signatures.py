@@ -1,6 +1,6 @@
 """X-Twilio-Signature: compute (for the simulator) and validate (for our webhooks).
 
-Algorithm (reference section 5.3, twilio-python request_validator.py): the full URL Twilio called,
+Algorithm (https://www.twilio.com/docs/usage/webhooks/webhooks-security, twilio-python request_validator.py): the full URL Twilio called,
 then for each form parameter name in sorted order, each of its values de-duplicated and sorted,
 `name + value` appended; HMAC-SHA1 with the Auth Token; base64. JSON bodies instead carry
 `bodySHA256=<hex sha256 of the raw body>` in the query and the URL alone is signed.
@@ -143,7 +143,7 @@ def public_url(public_base_url: str, path: str, query: str = "") -> str:
     """The URL Twilio called, rebuilt from our configured public base URL (behind a proxy the request
     we see says http://10.0.0.5:8000/...; Twilio signed https://connector.example.com/...).
 
-    `path` and `query` are taken raw, as received, never re-encoded (reference 5.3 step 1).
+    `path` and `query` are taken raw, as received, never re-encoded (Twilio signs the URL exactly as it called it).
     """
     base = public_base_url.rstrip("/")
     base_parts = urlsplit(base)

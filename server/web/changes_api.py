@@ -22,21 +22,18 @@ from litestar.exceptions import (
 from litestar.params import JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.changes.gate import (
+from server.changes.fields import (
     ChangeConfigError,
     ChangeError,
-    ChangeGate,
     ChangeInputError,
     ChangeNotFoundError,
     ChangeRequest,
     ChangeStateError,
     UpstreamError,
-    change_summary,
-    expire_due,
-    get_change,
-    list_changes,
 )
+from server.changes.gate import ChangeGate, change_summary, expire_due
 from server.services import Services
+from server.store.changes import get_change, list_changes
 from server.store.db import read_scope
 from server.store.tables import CHANGE_STATUSES
 from server.web.auth import make_bearer_guard_for_app

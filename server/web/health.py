@@ -13,11 +13,10 @@ from typing import Any
 import sqlalchemy as sa
 from litestar import Response, get
 from litestar.di import NamedDependency
-from sqlmodel import col, select
 
 from server.services import Services
-from server.store.db import read_scope
-from server.store.tables import BcSubscription
+from server.store.db import ping, read_scope
+from server.store.subscriptions import list_subscriptions
 
 
 @get("/health")
@@ -47,13 +46,9 @@ def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
     ok = True
     try:
         with read_scope(services.db) as session:
-            session.exec(sa.select(1))  # type: ignore[call-overload]
+            ping(session)
             now = services.clock.now()
-            subs = session.exec(
-                select(BcSubscription).where(
-                    col(BcSubscription.status).in_(["active", "renewing", "dropped"])
-                )
-            ).all()
+            subs = list_subscriptions(session, statuses=["active", "renewing", "dropped"])
             # Read inside the scope: it ends in a rollback, which expires (detaches) the rows.
             bad = [
                 f"{s.entity}@{s.company_id}"
