@@ -205,7 +205,9 @@ async def check_twilio(settings: Settings, channels: Collection[str] = ("sms",))
 
     tw = settings.twilio
     try:
-        config = TwilioClientConfig.from_settings(tw, retry=replace(TWILIO_RETRY, max_attempts=2, max_delay=2.0))
+        config = TwilioClientConfig.from_settings(
+            tw, retry=replace(TWILIO_RETRY, max_attempts=2, max_delay=2.0)
+        )
         client = TwilioClient(config)
     except ValueError as exc:
         return [CheckResult("Twilio", "settings", False, str(exc).splitlines()[0], TWILIO_CREDENTIALS_FIX)]

@@ -2,7 +2,8 @@
 
 Full jitter (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/) spreads the
 retries of many calls that failed together (a 429 storm) so they do not come back as one wave.
-Retry-After is read as RFC 9110 section 10.2.3 defines it: delta-seconds or an HTTP-date.
+Retry-After is read as RFC 9110 defines it (https://www.rfc-editor.org/rfc/rfc9110#field.retry-after):
+delta-seconds or an HTTP-date.
 
 Each client keeps its own defaults, as an instance of the one `RetryPolicy`: BC_RETRY for the BC
 client (server/bc/settings.py), TWILIO_RETRY for the Twilio client (server/twilio/client.py). What a
