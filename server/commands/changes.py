@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 from typing import Any
 
@@ -67,7 +66,7 @@ def _client(args: argparse.Namespace) -> Any:
     token = settings.api_token.get_secret_value()
     if not token:
         raise SystemExit("changes: set MLC_API_TOKEN (the service's bearer token) in the environment")
-    base = args.url or os.environ.get("MLC_PUBLIC_BASE_URL") or settings.public_base_url
+    base = args.url or settings.public_base_url
     return httpx.Client(
         base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60.0, trust_env=False
     )

@@ -21,7 +21,7 @@ One pass (run_once):
    The 'submitting' and SID writes of sends that are ready together share one transaction (a
    group commit: alone, a write goes at once). Errors, by the client's classification
    (server/twilio/errors.py):
-   - RetryableError / RateLimitedError (429 "was not processed", reference 20429): requeue with
+   - RetryableError / RateLimitedError (429 "was not processed", https://www.twilio.com/docs/api/errors/20429): requeue with
      exponential backoff and full jitter (Retry-After as a floor), failed after max_send_attempts;
      a 429 also pauses this process's budget, for the sends waiting for their turn too, so the
      rest of the batch does not hammer Twilio;
