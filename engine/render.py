@@ -33,6 +33,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 from engine.errors import EngineError, TemplateError
+from engine.fastrender import FastRender, compile_fast
 from engine.functions import MAX_MONEY_PLACES, to_date, to_datetime, to_decimal
 from engine.phones import mask
 
@@ -329,21 +330,40 @@ def make_environment(
 class CompiledTemplate:
     """A template loaded and compiled once; `render` turns a context into the message body."""
 
-    __slots__ = ("_template", "name", "variables")
+    __slots__ = ("_fast", "_template", "name", "variables")
 
     def __init__(
         self,
         name: str,
         template: jinja2.Template,
         variables: frozenset[str],
+        fast: FastRender | None = None,
     ) -> None:
         self.name = name
         self._template = template
         # Top-level names the template reads (for lint: e.g. a variable no record provides).
         self.variables = variables
+        # The same template as one Python function (engine.fastrender), when it is plain enough.
+        self._fast = fast
+
+    @property
+    def has_fast_path(self) -> bool:
+        return self._fast is not None
 
     def render(self, context: Mapping[str, Any]) -> str:
         """The body with trailing newlines removed; TemplateError ML203 / ML204 with the template line."""
+        fast = self._fast
+        if fast is not None:
+            text: str | None
+            try:
+                text = fast(context)
+            except Exception:  # Jinja below renders it again and reports the real error
+                text = None
+            if text is not None and len(text) <= MAX_OUTPUT:
+                return text.rstrip("\r\n")
+        return self._render_jinja(context)
+
+    def _render_jinja(self, context: Mapping[str, Any]) -> str:
         chunks: list[str] = []
         size = 0
         try:
@@ -403,8 +423,9 @@ def compile_template(env: ImmutableSandboxedEnvironment, name: str) -> CompiledT
     assert env.loader is not None
     source, _, _ = env.loader.get_source(env, name)
     tree = env.parse(source)
+    fast = compile_fast(env, tree)
     variables = jinja2.meta.find_undeclared_variables(tree)
-    return CompiledTemplate(name, template, frozenset(variables))
+    return CompiledTemplate(name, template, frozenset(variables), fast)
 
 
 def _can_list(env: ImmutableSandboxedEnvironment) -> bool:

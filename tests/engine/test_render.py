@@ -289,25 +289,3 @@ def test_sandbox_message_names_the_attribute() -> None:
     assert error.message == "access to attribute '__class__' of 'str' object is unsafe."
     error = render_error("{% for i in range(5000) %}{% endfor %}")
     assert error.message == "range() of 5,000 items is over the limit of 1,000"
-
-
-# --- the output limit and the line of a render error ------------------------------------------------
-
-
-def test_output_limit_applies_to_a_plain_template() -> None:
-    env = make_environment(templates={"t.sms.j2": "{{ a }}"})
-    template = compile_template(env, "t.sms.j2")
-    assert template.render({"a": "x" * MAX_OUTPUT}) == "x" * MAX_OUTPUT
-    with pytest.raises(TemplateError) as info:
-        template.render({"a": "x" * (MAX_OUTPUT + 1)})
-    assert info.value.code == "ML204"
-
-
-def test_missing_name_reports_jinjas_error_and_line() -> None:
-    env = make_environment(templates={"t.sms.j2": "Hello\n{{ customer.displayNam }}"})
-    template = compile_template(env, "t.sms.j2")
-    with pytest.raises(TemplateError) as info:
-        template.render({"customer": {"displayName": "N"}})
-    assert info.value.code == "ML203"
-    assert info.value.line == 2
-    assert "displayNam" in info.value.message
