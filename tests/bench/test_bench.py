@@ -12,6 +12,7 @@ import pytest
 
 from bench.__main__ import main, run_benchmark
 from bench.report import Section, percentile
+from bench.rules import EVALUATION, evaluation_share
 
 
 def figures(section: Section) -> dict[str, float]:
@@ -36,6 +37,39 @@ def test_rules_contenders_agree_and_the_page_is_written(tmp_path: Path) -> None:
     assert "conditions: engine (compiled checks)" in page
     assert "x conditions: hand-written Python" in page  # a ratio to the baseline of the same run
     assert "WARNING" not in page  # every contender found the same rules firing
+
+
+def rules_at(rate: float) -> Section:
+    section = Section(key="rules", title="1. Rule evaluation", method="")
+    section.add(EVALUATION, "invoices/s", [rate])
+    return section
+
+
+def test_evaluation_share_is_judged_on_the_100k_sweep_of_the_same_run() -> None:
+    rules, sweep = rules_at(50_000.0), Section(key="sweep", title="2. Sweep", method="")
+    sweep.add("10,000 invoices: wall time", "s", [5.0])
+    sweep.add("100,000 invoices: wall time", "s", [50.0])
+    evaluation_share(rules, sweep)
+    share = rules.targets[0]  # the headline target comes first
+    assert (share.text, share.met, share.measured) == (
+        "evaluation is under 5% of the sweep's wall time",
+        True,
+        "4.0%: 2.00 s of 50.0 s",
+    )
+    evaluation_share(slow := rules_at(10_000.0), sweep)
+    assert (slow.targets[0].met, slow.targets[0].measured) == (False, "20.0%: 10.00 s of 50.0 s")
+
+
+def test_evaluation_share_without_a_sweep_says_it_was_not_measured() -> None:
+    rules = rules_at(50_000.0)
+    evaluation_share(rules, None)
+    assert rules.targets[0].met is None
+    assert rules.targets[0].measured == "no figure: the sweep section was not run"
+    smaller = Section(key="sweep", title="2. Sweep", method="")
+    smaller.add("300 invoices: wall time", "s", [1.5])
+    evaluation_share(rules := rules_at(1_000.0), smaller)
+    assert rules.targets[0].text.endswith("(at 300 invoices: the sweep did not run at 100,000)")
+    assert rules.targets[0].measured == "20.0%: 0.30 s of 1.5 s"
 
 
 def test_rules_figures() -> None:

@@ -163,7 +163,7 @@ def _shown(value: Any) -> str:
 
 
 def test_message_built_without_the_constructor_is_the_same_object() -> None:
-    fields = {f.name: f"v-{f.name}" for f in dataclasses.fields(PlannedMessage)}
+    fields: dict[str, Any] = {f.name: f"v-{f.name}" for f in dataclasses.fields(PlannedMessage)}
     fields.update(segments=2, stage=7, grace_days=0, record={"id": "a"})
     made = new_message(dict(fields))
     built = PlannedMessage(**fields)

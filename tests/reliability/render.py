@@ -152,9 +152,9 @@ def render(figures: dict[str, dict[str, Any]]) -> str:
         )
         out.append(
             f"| escape attempts (expressions {rules['expression_escapes']}, templates {rules['template_escapes']}; "
-            "plus the corpus in tests/engine_leaf/test_expression_escapes.py) | "
+            "plus the corpus in tests/engine/test_expression_escapes.py) | "
             f"{rules['expression_escapes'] + rules['template_escapes']} | all refused at lint | "
-            f"`{PYTEST} tests/security/test_hostile_rules.py tests/engine_leaf/test_expression_escapes.py` |"
+            f"`{PYTEST} tests/security/test_hostile_rules.py tests/engine/test_expression_escapes.py` |"
         )
     out += [
         "",

@@ -1,6 +1,6 @@
 """Hostile and random rule files: `rules lint` never crashes or hangs (exit 0/1/2 with diagnostics), and
 `ml-connector serve` refuses an invalid rule set with the same diagnostics. Expression and template
-escapes are refused at lint time (or bounded at run time, tests/engine_leaf covers the evaluator).
+escapes are refused at lint time (or bounded at run time, tests/engine covers the evaluator).
 
 MLC_FUZZ_EXAMPLES scales the random part (default 300).
 """
