@@ -51,7 +51,7 @@ rules-check: setup
 
 # Line coverage of engine, server and simulators ([tool.coverage.*] in pyproject.toml) may only rise:
 # the floor is the figure measured when it was set, rounded down.
-COVERAGE_FLOOR := 0
+COVERAGE_FLOOR := 90
 
 pytest: setup
 	$(BIN)/python -m compileall -q engine server simulators bench  # the project's own .pyc, for the same reason

@@ -15,10 +15,10 @@ from urllib.parse import parse_qs, urlsplit
 from sqlmodel import col, select
 
 from server.runtime.clock import ManualClock
+from server.runtime.groupcommit import GroupCommit
 from server.runtime.retry import RetryPolicy
 from server.sandbox.stack import Stack
 from server.sending.budget import SendBudget
-from server.sending.dispatcher import GroupCommit
 from server.store.db import read_scope
 from server.store.tables import MessageEvent, OutboxMessage
 from server.twilio.client import TwilioClient, TwilioClientConfig
