@@ -33,13 +33,13 @@ from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
-from sqlmodel import col, select
 
 from engine.phones import mask
 from server.sandbox.stack import Stack
 from server.store.db import read_scope
+from server.store.messages import all_messages, count_events_with_error, jobs_with_status_event
 from server.store.states import CLAIMABLE, MessageStatus
-from server.store.tables import MessageEvent, OutboxMessage
+from server.store.tables import OutboxMessage
 from server.twilio.meanings import meaning_of
 from simulators.bc.seeds.demo import GB_COMPANY_ID, US_COMPANY_ID
 
@@ -160,7 +160,7 @@ def find_record(stack: Stack, company: str, entity: str, field_name: str, value:
 
 def outbox(stack: Stack) -> list[OutboxMessage]:
     with read_scope(stack.services.db) as session:
-        rows = list(session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))).all())
+        rows = all_messages(session)
         session.expunge_all()
     return rows
 
@@ -415,10 +415,7 @@ def _stage(dedupe_key: str) -> str:
 
 def _held_jobs(stack: Stack) -> set[str]:
     with read_scope(stack.services.db) as session:
-        rows = session.exec(
-            select(MessageEvent.job_id).where(MessageEvent.status == MessageStatus.HELD)
-        ).all()
-        return set(rows)
+        return jobs_with_status_event(session, MessageStatus.HELD)
 
 
 def message_lines(stack: Stack) -> list[MessageLine]:
@@ -457,10 +454,7 @@ def message_lines(stack: Stack) -> list[MessageLine]:
 
 def _requeued_for_429(stack: Stack) -> int:
     with read_scope(stack.services.db) as session:
-        events = session.exec(
-            select(MessageEvent).where(col(MessageEvent.error_code).in_(["20429", "429"]))
-        ).all()
-        return len(events)
+        return count_events_with_error(session, ["20429", "429"])
 
 
 def _sent_once(stack: Stack) -> bool:

@@ -96,3 +96,18 @@ def count_by_status(session: Session) -> dict[str, int]:
     """How many outbox messages are in each status (statuses with none are absent)."""
     rows = session.exec(select(OutboxMessage.status, sa.func.count()).group_by(OutboxMessage.status)).all()
     return {status: int(count) for status, count in rows}
+
+
+def all_messages(session: Session) -> list[OutboxMessage]:
+    """Every outbox row, oldest first (the sandbox's report; a real outbox is read page by page)."""
+    return list(session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))).all())
+
+
+def jobs_with_status_event(session: Session, status: str) -> set[str]:
+    """The job ids whose history holds an event of `status` (e.g. held for a send window)."""
+    return set(session.exec(select(MessageEvent.job_id).where(MessageEvent.status == status)).all())
+
+
+def count_events_with_error(session: Session, codes: Sequence[str]) -> int:
+    """How many status events carry one of these error codes (e.g. 429 / 20429 requeues)."""
+    return len(session.exec(select(MessageEvent).where(col(MessageEvent.error_code).in_(list(codes)))).all())
