@@ -213,9 +213,30 @@ class OptOut(SQLModel, table=True):
     sender: str = Field(default="*", sa_type=sa.String(64))
     active: bool = Field(default=True)
     source: str = Field(sa_type=sa.String(32))
-    opted_out_at: datetime = Field(sa_type=UTCDateTime)
+    # None for a row a START created (an opt-in with no opt-out before it keeps the time to beat).
+    opted_out_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     opted_in_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
+    # When the message (or event) that set the current state happened: a change applies only when
+    # its own time is not older (server/store/optouts.py). state_sid: that inbound message, if any.
+    state_at: datetime = Field(sa_type=UTCDateTime)
+    state_sid: str | None = Field(default=None, sa_type=sa.String(64))
+
+
+class InboundMessage(SQLModel, table=True):
+    """An inbound text Twilio delivered to our webhook, once per MessageSid (a replay finds it here)."""
+
+    __tablename__ = "inbound_messages"
+
+    sid: str = Field(primary_key=True, sa_type=sa.String(64))
+    phone: str = Field(sa_type=sa.String(32))  # From: the handset
+    action: str | None = Field(default=None, sa_type=sa.String(16))  # opt-out | opt-in | help | None
+    # The time the opt-out registry orders it by: Twilio's date_created when read, else received_at.
+    message_at: datetime = Field(sa_type=UTCDateTime)
+    twilio_created_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    applied: bool = Field(default=False)  # did it change the opt-out registry?
+
 
 
 class Lease(SQLModel, table=True):
@@ -361,6 +382,7 @@ ALL_TABLES: tuple[type[SQLModel], ...] = (
     OutboxMessage,
     MessageEvent,
     OptOut,
+    InboundMessage,
     Lease,
     AuditEntry,
     StoredCredential,

@@ -7,8 +7,8 @@ Every request is checked first: X-Twilio-Signature over the URL Twilio called, r
 MLC_PUBLIC_BASE_URL + the raw path + the raw query (behind a proxy the URL we see is not the one
 Twilio signed: https://www.twilio.com/docs/usage/webhooks/webhooks-security), and every form
 parameter, known or not (Twilio adds fields without notice). A bad or missing signature gets 403
-and changes nothing. The answer is an empty TwiML <Response/> (text/xml); a database failure
-answers 503 so Twilio retries (its default is one retry).
+and changes nothing. The answer is an empty TwiML <Response/> (text/xml), also for a MessageSid
+seen before (nothing changes); a database failure answers 503.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy.exc import SQLAlchemyError
 
 from server.runtime.logs import get_logger
-from server.sending.status import INBOUND_PATH, STATUS_PATH, apply_inbound, apply_report, read_status
+from server.sending.status import (
+    INBOUND_PATH,
+    STATUS_PATH,
+    InboundTimeUnknownError,
+    apply_report,
+    handle_inbound,
+    read_status,
+)
 from server.services import Services
 from server.settings import Settings
 from server.twilio.signatures import public_url, validate_request
@@ -101,12 +108,23 @@ async def twilio_inbound(
         return refused(403, "invalid X-Twilio-Signature")
     params = form_params(body)
     try:
-        action = await asyncio.to_thread(apply_inbound, services, params)
+        outcome = await handle_inbound(services, params)
     except SQLAlchemyError as exc:
         log.error("twilio inbound not stored; Twilio will retry", error=type(exc).__name__)
         return refused(503, "temporarily unable to store the message")
-    if action is not None:
-        log.info("twilio inbound keyword", action=action.value, sid=params.get("MessageSid"))
+    except InboundTimeUnknownError:
+        log.error("twilio inbound START not applied: its time could not be read from Twilio")
+        return refused(503, "temporarily unable to order the message")
+    if outcome.duplicate:
+        # A retry or a replay of a message already handled: the same empty answer, nothing changed.
+        log.info("twilio inbound seen before; ignored", sid=params.get("MessageSid"))
+    elif outcome.action is not None:
+        log.info(
+            "twilio inbound keyword",
+            action=outcome.action.value,
+            applied=outcome.applied,
+            sid=params.get("MessageSid"),
+        )
     return xml()
 
 
