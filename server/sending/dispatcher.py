@@ -33,6 +33,14 @@ One pass (run_once):
    - OutcomeUnknownError, or anything unexpected after 'submitting': 'unknown', reconciled later,
      never resent blind.
 
+A job is in flight at most once per process: the dispatcher keeps the ids of the jobs it holds
+(claimed and not yet finished), a claim never takes one of them again (even once its claim has
+run out), and a job is admitted only if it is not held already. While a claimed job waits for its
+turn, its claim is renewed every third of the claim lease, so a slow Twilio answer holding every
+slot does not let the claim run out under it. The 'submitting' write is the last word: it
+succeeds only for the claim holder with an unexpired claim (checked in the SQL), once per job, so
+a job whose claim did run out (or was taken over) is never sent by this process.
+
 Quiet hours come from the rule as loaded now (services.ruleset.get(rule_id)), so a window edited in
 the rule file applies to jobs already queued; a job whose rule is gone uses the window it was
 planned with (stored on the row).
@@ -128,6 +136,14 @@ class DispatchPolicy:
         )
 
 
+@dataclass(eq=False)
+class _Submit:
+    """One send's 'submitting' write in the group commit. Compared by identity: the commit answers
+    each write on its own, so two writes for one job id can never both be told to send."""
+
+    job_id: str
+
+
 class Decision(StrEnum):
     SEND = "send"
     OPTED_OUT = "opted_out"
@@ -198,7 +214,14 @@ class Dispatcher:
         # A thread of its own: in asyncio's shared pool these writes queued behind the fetcher's
         # and the webhooks' work, and every send waits for its 'submitting' commit.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dispatcher-writes")
-        self._writes: GroupCommit[str | outbox.Accepted, set[str]] = GroupCommit(self._write, self._writer)
+        self._writes: GroupCommit[_Submit | outbox.Accepted, set[_Submit]] = GroupCommit(
+            self._write, self._writer
+        )
+        # Jobs this process holds: claimed and not yet finished (sent, recorded, given back). Never
+        # claimed or admitted again while held. `_waiting` is the part whose 'submitting' write is
+        # not queued yet: their claims are renewed while they wait.
+        self._held: set[str] = set()
+        self._waiting: set[str] = set()
         services.on_close(self.close)  # the thread ends with the service (or the test's services)
         self._last_turn: asyncio.Future[None] | None = None  # the latest send to take a turn
         self.last_pass = PassReport()
@@ -238,10 +261,15 @@ class Dispatcher:
         if self._halted_until is not None:
             self._probe = True  # the error may still be there: one send first, alone
         self._halted_until = None
-        batch = await self._next_batch(report)
-        if batch is None:
-            return report.handled
-        await self._send_all(batch, report)
+        renewer = asyncio.create_task(self._renew_claims(), name="dispatcher:renew-claims")
+        try:
+            batch = await self._next_batch(report)
+            if batch is None:
+                return report.handled
+            await self._send_all(batch, report)
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
         if report.handled:
             log.info("dispatch pass", **{k: v for k, v in vars(report).items() if v and k != "errors"})
         return report.handled
@@ -260,16 +288,30 @@ class Dispatcher:
         """Claim the next due jobs and decide them: the ones to send, in claim order (held and
         opted-out ones are recorded on the way). None when no job was due."""
         now = self.services.clock.now()
-        batch = await asyncio.to_thread(self._claim, now)
+        claimed = await asyncio.to_thread(self._claim, now, frozenset(self._held))
+        # Admitted once: a job this process already holds is never taken a second time (the claim
+        # excluded them already; this holds even if a claim returned one).
+        batch = [m for m in claimed if m.job_id not in self._held]
+        if len(batch) < len(claimed):
+            log.error("claim returned jobs this process already holds; not admitted twice")
         if not batch:
             return None
-        # A reminder held for its send window may have been paid meanwhile: re-read it from BC.
-        checked = await self.release_check.check(batch, self.worker_id)
-        report.not_sent_at_release += len(batch) - len(checked)
-        decisions = await asyncio.to_thread(self._decide, checked, now, report)
-        return [m for m in checked if decisions.get(m.job_id) is Decision.SEND]
+        ids = [m.job_id for m in batch]
+        self._held.update(ids)
+        self._waiting.update(ids)
+        try:
+            # A reminder held for its send window may have been paid meanwhile: re-read it from BC.
+            checked = await self.release_check.check(batch, self.worker_id)
+            report.not_sent_at_release += len(batch) - len(checked)
+            decisions = await asyncio.to_thread(self._decide, checked, now, report)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(self._release, ids))
+            raise
+        sending = [m for m in checked if decisions.get(m.job_id) is Decision.SEND]
+        self._forget(set(ids) - {m.job_id for m in sending})
+        return sending
 
-    def _claim(self, now: datetime) -> list[OutboxMessage]:
+    def _claim(self, now: datetime, held: frozenset[str]) -> list[OutboxMessage]:
         with session_scope(self.services.db) as session:
             return outbox.claim_due(
                 session,
@@ -277,7 +319,43 @@ class Dispatcher:
                 now=now,
                 limit=self.policy.batch_size,
                 lease_seconds=self.policy.claim_seconds,
+                exclude=held,
             )
+
+    def _renew(self, job_ids: set[str]) -> set[str]:
+        with session_scope(self.services.db) as session:
+            return outbox.renew_claims(
+                session,
+                job_ids,
+                self.worker_id,
+                now=self.services.clock.now(),
+                lease_seconds=self.policy.claim_seconds,
+            )
+
+    def _forget(self, job_ids: set[str] | Sequence[str]) -> None:
+        """These jobs are no longer held by this process (finished, decided or given back)."""
+        self._held.difference_update(job_ids)
+        self._waiting.difference_update(job_ids)
+
+    async def _renew_claims(self) -> None:
+        """While the pass runs: every third of the claim lease, renew the claims of the jobs still
+        waiting for their turn. A job whose claim could not be renewed (it ran out, e.g. the
+        database was unreachable for longer) is not sent by this process: its 'submitting' write
+        checks the claim and fails."""
+        interval = max(0.05, self.policy.claim_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            waiting = set(self._waiting)
+            if not waiting:
+                continue
+            try:
+                renewed = await asyncio.to_thread(self._renew, waiting)
+            except Exception:  # the next renewal tries again; the 'submitting' check stays safe
+                log.exception("could not renew the claims of waiting jobs")
+                continue
+            lost = (waiting & self._waiting) - renewed
+            if lost:
+                log.warning("claims ran out before their turn; not sent by this process", jobs=len(lost))
 
     def send_window_until(self, message: OutboxMessage, now: datetime) -> datetime | None:
         """When this job may be sent, if it is outside its rule's send window now (quiet hours,
@@ -331,6 +409,7 @@ class Dispatcher:
                 else:
                     await self._answered(probe, answer, report)
                 self._probe = self._halted_until is not None
+                self._forget([probe.job_id])
             if self._halted_until is None:
                 await self._send_concurrently(waiting, report)
         finally:
@@ -439,6 +518,7 @@ class Dispatcher:
         with session_scope(self.services.db) as session:
             for job_id in job_ids:
                 outbox.release_claim(session, job_id, self.worker_id, now=now)
+        self._forget(job_ids)  # given back (a set's updates are atomic under the GIL)
 
     # ------------------------------------------------------------------ one send
 
@@ -458,11 +538,14 @@ class Dispatcher:
         `under_way`, acquired by the caller, is released at the same moment.
         """
         try:
-            answer = await self._create(message, report, slot)
+            try:
+                answer = await self._create(message, report, slot)
+            finally:
+                if under_way is not None:
+                    under_way.release()
+            await self._answered(message, answer, report)
         finally:
-            if under_way is not None:
-                under_way.release()
-        await self._answered(message, answer, report)
+            self._forget([message.job_id])
 
     async def _answered(
         self, message: OutboxMessage, answer: outbox.Accepted | DeliveryError | None, report: PassReport
@@ -532,11 +615,13 @@ class Dispatcher:
                     return None
                 # The submit lease runs from the commit of 'submitting', which is after this.
                 deadline = monotonic() + self._call_window()
-                submitting = self._writes.add(message.job_id)
+                token = _Submit(message.job_id)
+                self._waiting.discard(message.job_id)  # its claim is checked by this write
+                submitting = self._writes.add(token)
             finally:
                 if not mine.done():
                     mine.set_result(None)
-            if not await self._submitted(message.job_id, submitting):
+            if not await self._submitted(token, submitting):
                 log.warning("claim lost before sending; another worker owns the job", job=message.job_id)
                 return None
             return await self._call(message, report, twiml, deadline)
@@ -608,35 +693,43 @@ class Dispatcher:
             return None
         return outbox.Accepted(message.job_id, sid, status)
 
-    async def _submitted(self, job_id: str, future: asyncio.Future[set[str]]) -> bool:
-        """Wait for the commit of 'submitting' for this job (queued with `_writes.add`, sharing its
+    async def _submitted(self, token: _Submit, future: asyncio.Future[set[_Submit]]) -> bool:
+        """Wait for the commit of 'submitting' for this send (queued with `_writes.add`, sharing its
         transaction with whichever writes are ready at the same moment); True when the job is ours
         to send. Only after this returns may the create call be made."""
         try:
-            return job_id in await asyncio.shield(future)
+            return token in await asyncio.shield(future)
         except asyncio.CancelledError:
             # Moved, and no call will follow: say so, so that reconciliation looks at it now. A
             # write still under way is not waited for (the loop may be closing): its 'submitting'
             # becomes 'unknown' when the submit lease runs out, as after a crash.
             written = future.done() and not future.cancelled() and future.exception() is None
-            if written and job_id in future.result():
-                await asyncio.shield(asyncio.to_thread(self._unknown, job_id, "stopped before the call"))
+            if written and token in future.result():
+                await asyncio.shield(
+                    asyncio.to_thread(self._unknown, token.job_id, "stopped before the call")
+                )
             raise
 
-    def _write(self, items: list[str | outbox.Accepted]) -> set[str]:
+    def _write(self, items: list[_Submit | outbox.Accepted]) -> set[_Submit]:
         """One transaction: the SIDs of answered sends, then 'submitting' for the sends about to
-        call Twilio. Returns the job ids that moved to 'submitting' (only those may be sent)."""
+        call Twilio. Returns the sends whose job moved to 'submitting' (only those may call), each
+        answered on its own: of two writes for one job, one at most."""
         accepted = [item for item in items if isinstance(item, outbox.Accepted)]
-        job_ids = [item for item in items if isinstance(item, str)]
+        sends = [item for item in items if isinstance(item, _Submit)]
         now = self.services.clock.now()
         with session_scope(self.services.db) as session:
             if accepted:
                 outbox.mark_sent_many(session, accepted, now=now)
-            if not job_ids:
+            if not sends:
                 return set()
-            return outbox.mark_submitting_many(
-                session, job_ids, self.worker_id, now=now, lease_seconds=self.policy.submit_seconds
+            answers = outbox.mark_submitting_each(
+                session,
+                [send.job_id for send in sends],
+                self.worker_id,
+                now=now,
+                lease_seconds=self.policy.submit_seconds,
             )
+        return {send for send, moved in zip(sends, answers, strict=True) if moved}
 
     def _unsubmit(self, job_id: str, detail: str) -> None:
         with session_scope(self.services.db) as session:

@@ -214,20 +214,57 @@ def recover_stale_submissions(session: Session, *, now: datetime) -> list[str]:
 
 
 def claim_due(
-    session: Session, worker_id: str, *, now: datetime, limit: int, lease_seconds: float
+    session: Session,
+    worker_id: str,
+    *,
+    now: datetime,
+    limit: int,
+    lease_seconds: float,
+    exclude: Iterable[str] = (),
 ) -> list[OutboxMessage]:
     """Claim up to `limit` due messages ('planned', or 'held' whose hold has passed) for `worker_id`.
 
     A claim whose lease expired is taken over (the previous worker crashed before submitting).
+    `exclude`: job ids the caller already holds in memory (claimed, not yet finished), never
+    claimed again even when their claim has run out, so that one process never holds a job twice.
     Also recovers interrupted submissions first (see recover_stale_submissions). Commit promptly.
     """
     now = require_aware(now)
     recover_stale_submissions(session, now=now)
-    due = (
+    due: tuple[Any, ...] = (
         col(OutboxMessage.status).in_([s.value for s in CLAIMABLE]),
         col(OutboxMessage.next_attempt_at) <= now,
     )
+    held = sorted(set(exclude))
+    if held:
+        due = (*due, col(OutboxMessage.job_id).not_in(held))
     return _claim(session, worker_id, due, now=now, limit=limit, lease_seconds=lease_seconds)
+
+
+def renew_claims(
+    session: Session, job_ids: Iterable[str], worker_id: str, *, now: datetime, lease_seconds: float
+) -> set[str]:
+    """Extend `worker_id`'s unexpired claims on these jobs, still waiting to be sent, to `now` +
+    `lease_seconds`. Returns the job ids renewed: a job missing from it is no longer this worker's
+    (its claim ran out, or it was taken over or finished) and must not be sent by it."""
+    now = require_aware(now)
+    ids = sorted(set(job_ids))
+    if not ids:
+        return set()
+    if lease_seconds <= 0:
+        raise ValueError("lease_seconds must be positive")
+    stmt = (
+        sa.update(_OUTBOX)
+        .where(
+            _OUTBOX.c.job_id.in_(ids),
+            _OUTBOX.c.claimed_by == worker_id,
+            _OUTBOX.c.claim_expires > now,
+            _OUTBOX.c.status.in_([s.value for s in CLAIMABLE]),
+        )
+        .values(claim_expires=now + timedelta(seconds=lease_seconds), updated_at=now)
+        .returning(_OUTBOX.c.job_id)
+    )
+    return set(session.execute(stmt).scalars().all())
 
 
 def claim_unknown(
@@ -294,11 +331,12 @@ def mark_submitting(
 ) -> bool:
     """Record that `worker_id` is about to call Twilio for `job_id`. Commit this BEFORE the call.
 
-    Returns False (and the worker must not send) when the claim is no longer this worker's or the
-    message is no longer sendable. `lease_seconds` must exceed the HTTP call's total timeout: after
-    it the row is presumed interrupted and becomes 'unknown'.
+    Returns False (and the worker must not send) when the claim is no longer this worker's, has
+    run out, or the message is no longer sendable. `lease_seconds` must exceed the HTTP call's
+    total timeout: after it the row is presumed interrupted and becomes 'unknown'.
     """
-    return job_id in mark_submitting_many(session, [job_id], worker_id, now=now, lease_seconds=lease_seconds)
+    (moved,) = mark_submitting_each(session, [job_id], worker_id, now=now, lease_seconds=lease_seconds)
+    return moved
 
 
 def mark_submitting_many(
@@ -306,16 +344,35 @@ def mark_submitting_many(
 ) -> set[str]:
     """mark_submitting for several jobs in one statement (the dispatcher's group commit).
 
-    Returns the job ids that moved; only those may be sent, each after this transaction commits.
+    Returns the job ids that moved; only those may be sent, each after this transaction commits,
+    and each by one caller only: a job id given twice moves once (see mark_submitting_each, for
+    callers that must tell which of the two may send).
+    """
+    answers = mark_submitting_each(session, job_ids, worker_id, now=now, lease_seconds=lease_seconds)
+    return {job_id for job_id, moved in zip(job_ids, answers, strict=True) if moved}
+
+
+def mark_submitting_each(
+    session: Session, job_ids: Sequence[str], worker_id: str, *, now: datetime, lease_seconds: float
+) -> list[bool]:
+    """mark_submitting for several jobs in one statement, answered per position: True where that
+    caller may send. A job id given more than once is True at its first position only, so two
+    callers holding the same job never both send it.
+
+    The claim is checked in the statement itself: the row must still be claimed by `worker_id`
+    with a claim that has not run out at `now`. A claim that ran out may already have been taken
+    over by another worker (or be about to be), which then owns the send.
     """
     now = require_aware(now)
     if not job_ids:
-        return set()
+        return []
+    unique = list(dict.fromkeys(job_ids))
     stmt = (
         sa.update(_OUTBOX)
         .where(
-            _OUTBOX.c.job_id.in_(list(job_ids)),
+            _OUTBOX.c.job_id.in_(unique),
             _OUTBOX.c.claimed_by == worker_id,
+            _OUTBOX.c.claim_expires > now,
             _OUTBOX.c.status.in_([s.value for s in CLAIMABLE]),
         )
         .values(
@@ -332,12 +389,16 @@ def mark_submitting_many(
         # Events in the callers' order, so a job's history reads the same as with one call each.
         _add_events(
             session,
-            [j for j in dict.fromkeys(job_ids) if j in moved],
+            [j for j in unique if j in moved],
             status=S.SUBMITTING,
             source=EventSource.DISPATCHER,
             now=now,
         )
-    return moved
+    answers: list[bool] = []
+    for job_id in job_ids:
+        answers.append(job_id in moved)
+        moved.discard(job_id)  # a second position of the same job is answered False
+    return answers
 
 
 def unsubmit(session: Session, job_id: str, worker_id: str, *, now: datetime, detail: str) -> bool:
