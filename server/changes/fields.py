@@ -54,6 +54,20 @@ class UpstreamError(ChangeError):
     """BC or Twilio could not be reached or refused for a reason on their side (API 503)."""
 
 
+class ChangeForbiddenError(ChangeError):
+    """This identity may not take this step: the proposer approving, the service token (API 403)."""
+
+
+class ChangeLimitError(ChangeError):
+    """Over a proposal limit (API 429 with Retry-After)."""
+
+    def __init__(self, field: str, message: str, *, limit: str, retry_after: int) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.limit = limit
+        self.retry_after = retry_after
+
+
 # -- the sensitive-field allow-list (a registry: data, not code paths) -------------------------------
 
 
@@ -143,9 +157,12 @@ class ChangeRequest(BaseModel):
     record_id: str = Field(description="The BC record's id (GUID)")
     company_id: str | None = Field(default=None, description="Needed when several companies are configured")
     changes: dict[str, str] = Field(description="Field -> new value; only the entity's sensitive fields")
-    approver: str = Field(description="E.164 number, or a role from MLC_CHANGES__APPROVER_ROLES")
+    approver: str = Field(
+        max_length=128,
+        description="A role from MLC_CHANGES__APPROVER_ROLES; the code goes to one of its members who is "
+        "not the proposer. Never a phone number. (Who proposes is the bearer token's identity.)",
+    )
     channel: Channel | None = Field(default=None, description="How the code is sent: sms or call")
-    requested_by: str = Field(min_length=1, max_length=128, description="Who proposes (for the audit)")
 
 
 @dataclass(frozen=True)
@@ -155,10 +172,10 @@ class ValidatedChange:
     company_id: str
     record_id: str
     changes: dict[str, str]
-    approver: str
-    approver_role: str | None
+    approver_role: str
+    candidates: tuple[tuple[str, str], ...]  # (identity, E.164 phone): the role's members but the proposer
     channel: Channel
-    requested_by: str
+    requested_by: str  # the proposer's identity (from the bearer token)
 
 
 def entity_set_for(settings: Settings, entity: str) -> EntitySet[Any]:
@@ -188,34 +205,46 @@ def entity_set_for(settings: Settings, entity: str) -> EntitySet[Any]:
     )
 
 
-def resolve_approver(settings: Settings, approver: str) -> tuple[str, str | None]:
-    """(E.164 number, role or None). A role is looked up in settings; a number is normalised."""
-    from engine.errors import PhoneError
-    from engine.phones import to_e164
+_NUMBER_LIKE = re.compile(r"^[+(]?[0-9][0-9 ()+./-]*$")
 
+
+def approver_candidates(settings: Settings, approver: str, proposer: str) -> tuple[tuple[str, str], ...]:
+    """The members of the role `approver` who may approve a change `proposer` proposes: everyone in
+    it but the proposer, in the configured order. A phone number is never accepted: whoever could name
+    a number could name their own, and approve their own change."""
     text = approver.strip()
     roles = settings.changes.approver_roles
-    role: str | None = None
-    if text in roles:
-        role, raw = text, roles[text]
-    elif text[:1] in "+0123456789(" and text:
-        raw = text
-    else:
-        known = ", ".join(sorted(roles)) or "none configured"
+    known = ", ".join(sorted(roles)) or "none configured"
+    if text not in roles:
+        if _NUMBER_LIKE.fullmatch(text):
+            raise ChangeInputError(
+                "approver",
+                f"a phone number is not accepted; name an approver role (roles: {known}; "
+                "MLC_CHANGES__APPROVER_ROLES)",
+            )
         raise ChangeInputError(
             "approver",
-            f"{text!r} is neither a phone number nor a known role (roles: {known}; MLC_CHANGES__APPROVER_ROLES)",
+            f"{text!r} is not a configured approver role (roles: {known}; MLC_CHANGES__APPROVER_ROLES)",
         )
-    try:
-        number = to_e164(raw, settings.default_region).number
-    except PhoneError as exc:
-        where = f"role {role!r} maps to a number that" if role else "the number"
-        raise ChangeInputError("approver", f"{where} is not usable: {exc.reason}") from exc
-    return number, role
+    candidates = tuple((who, phone) for who, phone in roles[text].items() if who != proposer)
+    if not candidates:
+        raise ChangeStateError(
+            f"approver: role {text!r} has no member other than {proposer}, who proposes; "
+            "the proposer never approves their own change"
+        )
+    return candidates
 
 
-def validate_request(settings: Settings, request: ChangeRequest) -> ValidatedChange:
-    """Every check that needs no network, each error naming its field."""
+def approver_identity(settings: Settings, role: str | None, phone: str) -> str | None:
+    """Who a stored change's code went to: the member of its role with its number (numbers are unique
+    per identity, see settings.approver_members). None when no configured member has it any more."""
+    members = settings.changes.approver_roles.get(role or "", {})
+    return next((who for who, number in members.items() if number == phone), None)
+
+
+def validate_request(settings: Settings, request: ChangeRequest, proposer: str) -> ValidatedChange:
+    """Every check that needs no network, each error naming its field. `proposer` is the identity of
+    the bearer token that proposes."""
     entity_set = entity_set_for(settings, request.entity)
     allowed = SENSITIVE_FIELDS[request.entity]
     try:
@@ -255,15 +284,15 @@ def validate_request(settings: Settings, request: ChangeRequest) -> ValidatedCha
                 f"changes.{name}", f"{len(normalised)} characters; BC allows at most {rule.max_length}"
             )
         changes[name] = normalised
-    approver, role = resolve_approver(settings, request.approver)
+    candidates = approver_candidates(settings, request.approver, proposer)
     return ValidatedChange(
         entity=request.entity,
         entity_set=entity_set,
         company_id=company_id,
         record_id=record_id,
         changes=changes,
-        approver=approver,
-        approver_role=role,
+        approver_role=request.approver.strip(),
+        candidates=candidates,
         channel=request.channel or settings.changes.default_channel,
-        requested_by=request.requested_by.strip(),
+        requested_by=proposer,
     )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Collection, Mapping
@@ -50,12 +51,16 @@ from server.bc.errors import (
 from server.bc.models import BCRecord
 from server.changes.fields import (
     ChangeConfigError,
+    ChangeError,
+    ChangeForbiddenError,
     ChangeInputError,
+    ChangeLimitError,
     ChangeNotFoundError,
     ChangeRequest,
     ChangeStateError,
     UpstreamError,
     ValidatedChange,
+    approver_identity,
     entity_set_for,
     mask_phone,
     mask_value,
@@ -65,7 +70,7 @@ from server.credentials import CredentialError, cipher_for, load_keys
 from server.runtime.clock import Clock
 from server.runtime.crashpoints import crash_point
 from server.runtime.logs import get_logger
-from server.settings import Settings
+from server.settings import SERVICE_IDENTITY, Settings
 from server.store.audit import record_audit
 from server.store.changes import (
     OPEN,
@@ -73,7 +78,9 @@ from server.store.changes import (
     count_wrong_code,
     due_to_expire,
     get_change,
+    lock_proposals,
     open_change_for,
+    proposal_times,
     reclaim_write,
     transition,
 )
@@ -93,6 +100,12 @@ _CODE = re.compile(r"^[0-9]{4,10}$")
 
 def _subject(change_id: int | None) -> str:
     return f"change:{change_id}"
+
+
+def _retry_after(times: list[datetime], limit: int, window: timedelta, now: datetime) -> int:
+    """Seconds until one of `times` (oldest first, all within `window`) leaves it and a slot is free."""
+    leaves = times[len(times) - limit] + window
+    return max(1, math.ceil((leaves - now).total_seconds()))
 
 
 def expire_due(engine: Engine, now: datetime, *, limit: int = 500) -> list[int]:
@@ -177,6 +190,12 @@ class ChangeGate:
     def values_of(self, change: PendingChange) -> dict[str, Any]:
         return open_values(self.cipher, change.changes)
 
+    def approver_of(self, change: PendingChange) -> str | None:
+        return approver_identity(self.settings, change.approver_role, change.approver)
+
+    def summary(self, change: PendingChange) -> Mapping[str, Any]:
+        return change_summary(change, self.values_of(change), self.approver_of(change))
+
     @classmethod
     def from_services(cls, services: Any) -> ChangeGate:
         return cls(
@@ -250,8 +269,22 @@ class ChangeGate:
 
     # -- propose ------------------------------------------------------------------------------------
 
-    async def propose(self, request: ChangeRequest) -> PendingChange:
-        valid = validate_request(self.settings, request)
+    async def propose(self, request: ChangeRequest, proposer: str) -> PendingChange:
+        """Propose a change as `proposer` (the bearer token's identity). A refusal is audited."""
+        try:
+            return await self._propose(request, proposer)
+        except (ChangeInputError, ChangeStateError, ChangeForbiddenError, ChangeLimitError) as exc:
+            await self._db(self._refused, proposer, request, exc)
+            raise
+
+    async def _propose(self, request: ChangeRequest, proposer: str) -> PendingChange:
+        if proposer == SERVICE_IDENTITY:
+            # Four eyes need two named people: the shared token is nobody in particular.
+            raise ChangeForbiddenError(
+                "changes are proposed with a personal token (MLC_API_IDENTITIES): the shared service "
+                "token names no accountable proposer"
+            )
+        valid = validate_request(self.settings, request, proposer)
         record = await self._read_record(valid)
         etag = record.odata_etag
         if not etag:
@@ -259,20 +292,11 @@ class ChangeGate:
         current = record.to_json()
         if all(str(current.get(name)) == value for name, value in valid.changes.items()):
             raise ChangeInputError("changes", "the record already holds these values; nothing to change")
-        # Twilio Verify re-sends the SAME verification (same SID, same code) to a number that has one
-        # pending (https://www.twilio.com/docs/verify/api/verification), so one code would approve two changes: one open change
-        # per approver.
         await self._db(expire_due, self.db, self.clock.now())
-        waiting = await self._db(self._open_change_for, valid.approver)
-        if waiting is not None:
-            raise ChangeStateError(
-                f"approver {mask_phone(valid.approver)} already has change {waiting} waiting for a code; "
-                "confirm it or let it expire before proposing another"
-            )
         change = await self._db(self._insert, valid, etag)
         assert change.id is not None
         try:
-            verification = await self.twilio.start_verification(valid.approver, channel=valid.channel)
+            verification = await self.twilio.start_verification(change.approver, channel=valid.channel)
         except DeliveryError as exc:
             reason = f"verification not started: {exc}"
             await self._db(
@@ -302,10 +326,27 @@ class ChangeGate:
             ) from None
         return self._load(change.id)
 
-    def _open_change_for(self, approver: str) -> int | None:
-        with read_scope(self.db) as session:
-            found = open_change_for(session, approver)
-        return found
+    def _refused(self, proposer: str, request: ChangeRequest, exc: ChangeError) -> None:
+        details: dict[str, Any] = {
+            "reason": str(exc),
+            "field": getattr(exc, "field", None),
+            "role": request.approver[:64],
+            "entity": request.entity[:64],
+            "record_id": request.record_id[:64],
+        }
+        if isinstance(exc, ChangeLimitError):
+            details["limit"] = exc.limit
+            details["retry_after"] = exc.retry_after
+        with session_scope(self.db) as session:
+            record_audit(
+                session,
+                actor=proposer,
+                action="change.refused",
+                subject="change:proposal",
+                now=self.clock.now(),
+                details=details,
+            )
+        log.info("change.refused", actor=proposer, reason=str(exc))
 
     async def _read_record(self, valid: ValidatedChange) -> BCRecord:
         try:
@@ -320,24 +361,81 @@ class ChangeGate:
         return record
 
     def _insert(self, valid: ValidatedChange, etag: str) -> PendingChange:
+        """Choose the approver and store the change, under the proposals lock: the limits are
+        counted from the changes table, so they hold across instances sharing the database."""
         now = self.clock.now()
-        change = PendingChange(
-            company_id=valid.company_id,
-            entity=valid.entity,
-            record_id=valid.record_id,
-            changes=seal_values(self.cipher, valid.changes),
-            etag=etag,
-            approver=valid.approver,
-            approver_role=valid.approver_role,
-            channel=valid.channel,
-            status="new",
-            max_attempts=self.settings.changes.max_attempts,
-            requested_by=valid.requested_by,
-            created_at=now,
-            expires_at=now + timedelta(minutes=self.settings.changes.expiry_minutes),
-            updated_at=now,
-        )
+        limits = self.settings.changes
+        window = timedelta(minutes=limits.proposal_window_minutes)
+        since = now - window
+        minutes = f"{limits.proposal_window_minutes:g}"
         with session_scope(self.db) as session:
+            lock_proposals(session)
+            times = proposal_times(
+                session, since=since, record=(valid.company_id, valid.entity, valid.record_id)
+            )
+            if len(times) >= limits.proposals_per_record:
+                wait = _retry_after(times, limits.proposals_per_record, window, now)
+                raise ChangeLimitError(
+                    "record_id",
+                    f"{valid.entity} {valid.record_id} has had {len(times)} proposals in the last {minutes} "
+                    f"minutes (MLC_CHANGES__PROPOSALS_PER_RECORD); try again in {wait} s",
+                    limit="per_record",
+                    retry_after=wait,
+                )
+            chosen: tuple[str, str] | None = None
+            busy: tuple[str, int] | None = None
+            held: list[tuple[int, int]] = []  # (count, retry after) of approvers over their limit
+            for identity, phone in valid.candidates:
+                # Twilio Verify re-sends the SAME verification (same SID, same code) to a number that
+                # has one pending (https://www.twilio.com/docs/verify/api/verification), so one code
+                # would approve two changes: one open change per approver.
+                waiting = open_change_for(session, phone)
+                if waiting is not None:
+                    busy = busy or (phone, waiting)
+                    continue
+                sent = proposal_times(session, since=since, approver=phone)
+                if len(sent) >= limits.proposals_per_approver:
+                    held.append((len(sent), _retry_after(sent, limits.proposals_per_approver, window, now)))
+                    continue
+                chosen = (identity, phone)
+                break
+            if chosen is None:
+                if busy is not None:
+                    raise ChangeStateError(
+                        f"approver {mask_phone(busy[0])} already has change {busy[1]} waiting for a code; "
+                        "confirm it or let it expire before proposing another"
+                    )
+                count = min(c for c, _ in held)
+                wait = min(w for _, w in held)
+                who = (
+                    f"role {valid.approver_role!r} has"
+                    if len(valid.candidates) == 1
+                    else f"every approver of role {valid.approver_role!r} has"
+                )
+                raise ChangeLimitError(
+                    "approver",
+                    f"{who} had {count} proposals in the last {minutes} minutes "
+                    f"(MLC_CHANGES__PROPOSALS_PER_APPROVER); try again in {wait} s",
+                    limit="per_approver",
+                    retry_after=wait,
+                )
+            identity, phone = chosen
+            change = PendingChange(
+                company_id=valid.company_id,
+                entity=valid.entity,
+                record_id=valid.record_id,
+                changes=seal_values(self.cipher, valid.changes),
+                etag=etag,
+                approver=phone,
+                approver_role=valid.approver_role,
+                channel=valid.channel,
+                status="new",
+                max_attempts=limits.max_attempts,
+                requested_by=valid.requested_by,
+                created_at=now,
+                expires_at=now + timedelta(minutes=limits.expiry_minutes),
+                updated_at=now,
+            )
             add_change(session, change)
             record_audit(
                 session,
@@ -350,7 +448,8 @@ class ChangeGate:
                     "company_id": valid.company_id,
                     "record_id": valid.record_id,
                     "fields": {name: mask_value(value) for name, value in valid.changes.items()},
-                    "approver": mask_phone(valid.approver),
+                    "approver": mask_phone(phone),
+                    "approver_identity": identity,
                     "approver_role": valid.approver_role,
                     "channel": valid.channel,
                 },
@@ -360,13 +459,15 @@ class ChangeGate:
             change_id=change.id,
             entity=valid.entity,
             fields=sorted(valid.changes),
-            approver=mask_phone(valid.approver),
+            approver=mask_phone(phone),
+            requested_by=valid.requested_by,
         )
         return change
 
     # -- confirm ------------------------------------------------------------------------------------
 
-    async def confirm(self, change_id: int, code: str, *, actor: str | None = None) -> ConfirmOutcome:
+    async def confirm(self, change_id: int, code: str, *, identity: str) -> ConfirmOutcome:
+        """Confirm as `identity` (the bearer token's): only the approver the code was sent to may."""
         if not _CODE.fullmatch(code.strip()):
             raise ChangeInputError("code", "expected the 4-10 digit code sent to the approver")
         await self._db(expire_due, self.db, self.clock.now())
@@ -374,7 +475,7 @@ class ChangeGate:
         if not await self._db(self._lease, change_id, holder, True):
             raise ChangeStateError(f"change {change_id} is being confirmed by another request; try again")
         try:
-            return await self._confirm(change_id, code, actor)
+            return await self._confirm(change_id, code, identity)
         finally:
             await self._db(self._lease, change_id, holder, False)
 
@@ -391,9 +492,28 @@ class ChangeGate:
                 return grant is not None
             return release_lease(session, f"change:{change_id}", holder)
 
-    async def _confirm(self, change_id: int, code: str, actor: str | None) -> ConfirmOutcome:
+    def may_confirm(self, change: PendingChange, identity: str) -> str | None:
+        """Why `identity` may not confirm `change`, or None when it may: only the member the code went
+        to, never the proposer, never the shared service token."""
+        approver = approver_identity(self.settings, change.approver_role, change.approver)
+        if approver is None:
+            return (
+                f"no member of role {change.approver_role!r} has this change's number any more "
+                "(MLC_CHANGES__APPROVER_ROLES); propose it again"
+            )
+        if identity == change.requested_by:
+            return "the proposer never approves their own change"
+        if identity != approver:
+            return f"only {approver}, the approver chosen for it, can confirm"
+        return None
+
+    async def _confirm(self, change_id: int, code: str, who: str) -> ConfirmOutcome:
         change = self._load(change_id)
-        who = actor or f"approver {mask_phone(change.approver)}"
+        refusal = self.may_confirm(change, who)
+        if refusal is not None:
+            await self._db(self._audit, change_id, "change.refused", who, reason=refusal)
+            log.info("change.refused", change_id=change_id, actor=who, reason=refusal)
+            raise ChangeForbiddenError(f"change {change_id}: {refusal}")
         if change.status == "expired":
             return ConfirmOutcome(change, "expired", "the change was not confirmed in time; propose it again")
         if change.status == "approved":
@@ -560,8 +680,11 @@ class ChangeGate:
         return all(str(current.get(name)) == str(value) for name, value in self.values_of(change).items())
 
 
-def change_summary(change: PendingChange, values: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The change as the API and CLI show it; `values` are its opened values (ChangeGate.values_of)."""
+def change_summary(
+    change: PendingChange, values: Mapping[str, Any], approver: str | None = None
+) -> Mapping[str, Any]:
+    """The change as the API and CLI show it; `values` are its opened values (ChangeGate.values_of),
+    `approver` the identity its code went to (ChangeGate.approver_of)."""
     return {
         "id": change.id,
         "status": change.status,
@@ -570,6 +693,7 @@ def change_summary(change: PendingChange, values: Mapping[str, Any]) -> Mapping[
         "record_id": change.record_id,
         "changes": dict(values),
         "approver": change.approver,
+        "approver_identity": approver,
         "approver_role": change.approver_role,
         "channel": change.channel,
         "attempts": change.attempts,

@@ -1,7 +1,11 @@
-"""`ml-connector changes propose|confirm|list|show`: the OTP-gated change flow for operators.
+"""`ml-connector changes propose|confirm|list|show|new-token`: the OTP-gated change flow for operators.
 
 These talk to the running service's API (MLC_PUBLIC_BASE_URL or --url, bearer MLC_API_TOKEN), not
-to the database: the service holds the BC and Twilio clients and the one implementation of the
+to the database. On a person's machine MLC_API_TOKEN is their personal token: the service resolves
+it to their identity (MLC_API_IDENTITIES), which is who proposes and who confirms. The shared
+service token proposes and confirms nothing. `new-token NAME` makes a personal token and prints
+the hash the service is configured with (the token itself is never stored). The API is used, not
+the database: the service holds the BC and Twilio clients and the one implementation of the
 state machine, its validation and its audit trail; a second path straight into the tables could
 drift from it, and would need BC and Twilio credentials on every operator's machine. The token and
 the code never go on the command line (the code is prompted for, or read from stdin).
@@ -30,15 +34,23 @@ def register(subparsers: Any) -> None:
     propose.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", dest="assignments", help="repeatable"
     )
-    propose.add_argument("--approver", required=True, help="E.164 number or a configured role")
+    propose.add_argument(
+        "--approver", required=True, help="a role from MLC_CHANGES__APPROVER_ROLES (never a number)"
+    )
     propose.add_argument("--channel", choices=["sms", "call"])
-    propose.add_argument("--requested-by", help="who proposes (default: your login name)")
     propose.set_defaults(func=run_propose)
 
-    confirm = commands.add_parser("confirm", help="enter the approver's code (prompted, or from stdin)")
+    confirm = commands.add_parser(
+        "confirm", help="enter the code you received as the approver (prompted, or from stdin)"
+    )
     confirm.add_argument("id", type=int)
-    confirm.add_argument("--confirmed-by", help="who confirms (default: your login name)")
     confirm.set_defaults(func=run_confirm)
+
+    new_token = commands.add_parser(
+        "new-token", help="make a personal API token; prints it once, and the hash to configure"
+    )
+    new_token.add_argument("identity", help="the person's identity, e.g. alice")
+    new_token.set_defaults(func=run_new_token)
 
     list_ = commands.add_parser("list", help="recent changes, newest first")
     list_.add_argument("--status", action="append", help="repeatable")
@@ -50,13 +62,6 @@ def register(subparsers: Any) -> None:
     show.set_defaults(func=run_show)
 
 
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "operator"
-
-
 def _client(args: argparse.Namespace) -> Any:
     import httpx
 
@@ -65,7 +70,7 @@ def _client(args: argparse.Namespace) -> Any:
     settings = load_settings()
     token = settings.api_token.get_secret_value()
     if not token:
-        raise SystemExit("changes: set MLC_API_TOKEN (the service's bearer token) in the environment")
+        raise SystemExit("changes: set MLC_API_TOKEN (your personal API token) in the environment")
     base = args.url or settings.public_base_url
     return httpx.Client(
         base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60.0, trust_env=False
@@ -99,6 +104,7 @@ def _print_change(change: dict[str, Any]) -> None:
         "company_id",
         "record_id",
         "approver",
+        "approver_identity",
         "approver_role",
         "channel",
         "attempts",
@@ -128,7 +134,6 @@ def run_propose(args: argparse.Namespace) -> int:
         "record_id": args.record,
         "changes": changes,
         "approver": args.approver,
-        "requested_by": args.requested_by or _login(),
     }
     if args.company:
         body["company_id"] = args.company
@@ -160,7 +165,7 @@ def run_confirm(args: argparse.Namespace) -> int:
     if not code:
         print("changes confirm: no code given", file=sys.stderr)
         return EXIT_REFUSED
-    body = {"code": code, "confirmed_by": args.confirmed_by or _login()}
+    body = {"code": code}
     answer = _request(args, "POST", f"/api/changes/{args.id}/confirm", json=body)
     if answer is None:
         return EXIT_UNREACHABLE
@@ -197,7 +202,7 @@ def run_list(args: argparse.Namespace) -> int:
             item["entity"],
             item["record_id"],
             ", ".join(sorted(item["changes"])),
-            item["approver_role"] or item["approver"],
+            item.get("approver_identity") or item["approver_role"] or item["approver"],
             item["requested_by"],
             item["created_at"],
         )
@@ -214,4 +219,25 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"changes show: HTTP {status}: {data.get('detail', data)}", file=sys.stderr)
         return EXIT_REFUSED
     _print_change(data)
+    return EXIT_OK
+
+
+def run_new_token(args: argparse.Namespace) -> int:
+    import hashlib
+    import json
+    import secrets
+
+    from server.settings import IDENTITY_NAME, SERVICE_IDENTITY
+
+    identity = args.identity.strip()
+    if not IDENTITY_NAME.fullmatch(identity) or identity == SERVICE_IDENTITY:
+        print(
+            f"changes new-token: {identity!r} is not a personal identity name (letters, digits, . _ @ + -)",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+    print(f"token for {identity} (give it to them; it is shown only this once): {token}")
+    print(f"add to MLC_API_IDENTITIES: {json.dumps({identity: digest})}")
     return EXIT_OK

@@ -26,6 +26,8 @@ The "demo" story (each shipped rule fires at least once):
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,6 +53,10 @@ FAILING_HANDSET = "+14155552671"  # Alpine Ski House (C10030)
 FAILING_CODE = 30005
 RATE_LIMITED_SENDS = 6
 OTP_APPROVER = "+447700900123"
+# The demo's two people at the OTP gate, each with a personal API token (the settings hold only its
+# SHA-256): the accounts-payable clerk proposes, the finance controller approves.
+OTP_PROPOSER, OTP_CONTROLLER = "ap-clerk", "controller"
+DEMO_TOKENS = {name: secrets.token_urlsafe(24) for name in (OTP_PROPOSER, OTP_CONTROLLER)}
 NEW_IBAN = "GB33BUKB20201555555555"
 
 # The demo's story needs sends to go out during the recipients' waking hours (rules hold messages in
@@ -136,8 +142,11 @@ def scenario_settings(secret_key: str) -> dict[str, Any]:
     return {
         "mode": "development",
         "secret_key": secret_key,
+        "api_identities": {
+            name: hashlib.sha256(token.encode()).hexdigest() for name, token in DEMO_TOKENS.items()
+        },
         "changes": ChangeSettings(
-            approver_roles={"finance-controller": OTP_APPROVER},
+            approver_roles={"finance-controller": {OTP_CONTROLLER: OTP_APPROVER}},
             bank_page_publisher="contoso",
             bank_page_group="finance",
             bank_page_version="v1.0",
@@ -306,7 +315,12 @@ async def step_otp_change(ctx: ScenarioContext) -> str:
         for r in stack.bc_sim.records(GB_COMPANY_ID, "vendorBankAccounts")
         if r.get("vendorId") == vendor["id"] and r.get("code") == "MAIN"
     )
-    async with httpx.AsyncClient(base_url=stack.url, headers=ctx.api_headers, timeout=30) as api:
+
+    def as_person(name: str) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {DEMO_TOKENS[name]}"}
+        return httpx.AsyncClient(base_url=stack.url, headers=headers, timeout=30)
+
+    async with as_person(OTP_PROPOSER) as api, as_person(OTP_CONTROLLER) as approver:
         proposed = await api.post(
             "/api/changes",
             json={
@@ -315,7 +329,6 @@ async def step_otp_change(ctx: ScenarioContext) -> str:
                 "company_id": GB_COMPANY_ID,
                 "changes": {"iban": NEW_IBAN},
                 "approver": "finance-controller",
-                "requested_by": "sandbox@finance.example",
             },
         )
         if proposed.status_code != 201:
@@ -326,7 +339,7 @@ async def step_otp_change(ctx: ScenarioContext) -> str:
         if code is None:
             ctx.facts["otp"] = "no verification code reached the approver"
             return str(ctx.facts["otp"])
-        confirmed = await api.post(f"/api/changes/{change['id']}/confirm", json={"code": code})
+        confirmed = await approver.post(f"/api/changes/{change['id']}/confirm", json={"code": code})
     outcome = confirmed.json().get("outcome") if confirmed.status_code == 200 else None
     written = stack.bc_sim.get_record(GB_COMPANY_ID, "vendorBankAccounts", account["id"]) or {}
     ctx.facts["otp"] = outcome

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from server.store.db import is_postgres
 from server.store.tables import PendingChange
 
 OPEN = ("new", "pending")
@@ -101,3 +102,37 @@ def count_wrong_code(session: Session, change_id: int, *, now: datetime) -> bool
         .values(attempts=col(PendingChange.attempts) + 1, updated_at=now)
     )
     return getattr(counted, "rowcount", 0) == 1
+
+
+# A fixed 64-bit key: the PostgreSQL advisory lock that serialises proposals (their limit checks and
+# inserts), so two instances cannot both pass a limit with one slot left.
+PROPOSAL_LOCK_KEY = 0x6D6C_635F_6368_6731
+
+
+def lock_proposals(session: Session) -> None:
+    """Hold the proposals lock until the transaction ends. On SQLite the transaction's BEGIN
+    IMMEDIATE already holds the database's one write lock (server/store/db.py)."""
+    if is_postgres(session):
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PROPOSAL_LOCK_KEY})
+
+
+def proposal_times(
+    session: Session,
+    *,
+    since: datetime,
+    approver: str | None = None,
+    record: tuple[str, str, str] | None = None,
+) -> list[datetime]:
+    """When changes were proposed after `since` (any status: each one sent a code), oldest first, for
+    one approver's number or one (company, entity, record id)."""
+    stmt = select(PendingChange.created_at).where(col(PendingChange.created_at) > since)
+    if approver is not None:
+        stmt = stmt.where(col(PendingChange.approver) == approver)
+    if record is not None:
+        company_id, entity, record_id = record
+        stmt = stmt.where(
+            col(PendingChange.company_id) == company_id,
+            col(PendingChange.entity) == entity,
+            col(PendingChange.record_id) == record_id,
+        )
+    return list(session.exec(stmt.order_by(col(PendingChange.created_at))).all())

@@ -1,9 +1,12 @@
 """HTTP API for OTP-gated changes (bearer-protected): propose, confirm, list, show.
 
-Handlers only translate: the work is in server/changes.py. A confirmation answers with the change
-and what happened to it; the HTTP status says the same for clients that look only at it:
-200 written, 400 wrong code (still pending), 409 conflict or not confirmable, 410 code or change
-expired, 429 too many wrong codes, 502 BC refused the write, 503 BC/Twilio unavailable.
+Handlers only translate: the work is in server/changes/gate.py. Who proposes and who confirms is
+the identity the bearer token resolves to (server/web/auth.py), never a name in the body. A
+proposal over a limit is 429 with Retry-After; a step this identity may not take is 403. A
+confirmation answers with the change and what happened to it; the HTTP status says the same for
+clients that look only at it: 200 written, 400 wrong code (still pending), 403 not the chosen
+approver, 409 conflict or not confirmable, 410 code or change expired, 429 too many wrong codes,
+502 BC refused the write, 503 BC/Twilio unavailable.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import (
     HTTPException,
     NotFoundException,
+    PermissionDeniedException,
     ServiceUnavailableException,
     ValidationException,
 )
@@ -25,18 +29,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.changes.fields import (
     ChangeConfigError,
     ChangeError,
+    ChangeForbiddenError,
     ChangeInputError,
+    ChangeLimitError,
     ChangeNotFoundError,
     ChangeRequest,
     ChangeStateError,
     UpstreamError,
 )
-from server.changes.gate import ChangeGate, change_summary, expire_due
+from server.changes.gate import ChangeGate, expire_due
 from server.services import Services
 from server.store.changes import get_change, list_changes
 from server.store.db import read_scope
 from server.store.tables import CHANGE_STATUSES
-from server.web.auth import make_bearer_guard_for_app
+from server.web.auth import identity_of, make_bearer_guard_for_app
 from server.web.params import Cursor, RowId
 
 OUTCOME_STATUS = {
@@ -58,6 +64,7 @@ class ChangeOut(BaseModel):
     record_id: str
     changes: dict[str, str]
     approver: str
+    approver_identity: str | None
     approver_role: str | None
     channel: str
     attempts: int
@@ -74,7 +81,6 @@ class ConfirmIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: str = Field(min_length=1, max_length=16, description="The code the approver received")
-    confirmed_by: str | None = Field(default=None, max_length=128, description="Who confirms (audit)")
 
 
 class ConfirmOut(BaseModel):
@@ -89,6 +95,11 @@ class ChangePageOut(BaseModel):
 
 
 def _http_error(exc: ChangeError) -> HTTPException:
+    if isinstance(exc, ChangeLimitError):
+        # Retry-After in seconds (https://www.rfc-editor.org/rfc/rfc9110#field.retry-after).
+        return HTTPException(status_code=429, detail=str(exc), headers={"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, ChangeForbiddenError):
+        return PermissionDeniedException(detail=str(exc))
     if isinstance(exc, ChangeInputError):
         return ValidationException(detail=str(exc))
     if isinstance(exc, ChangeNotFoundError):
@@ -105,28 +116,35 @@ class ChangesController(Controller):
     guards = [make_bearer_guard_for_app()]  # noqa: RUF012 - Litestar reads a class attribute
 
     @post("/", status_code=201)
-    async def propose(self, services: NamedDependency[Services], data: JSONBody[ChangeRequest]) -> ChangeOut:
+    async def propose(
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        data: JSONBody[ChangeRequest],
+    ) -> ChangeOut:
         gate = ChangeGate.from_services(services)
         try:
-            change = await gate.propose(data)
-            return ChangeOut.model_validate(change_summary(change, gate.values_of(change)))
+            change = await gate.propose(data, identity_of(request))
+            return ChangeOut.model_validate(gate.summary(change))
         except ChangeError as exc:
             raise _http_error(exc) from exc
 
     @post("/{change_id:int}/confirm")
     async def confirm(
-        self, services: NamedDependency[Services], change_id: RowId, data: JSONBody[ConfirmIn]
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        change_id: RowId,
+        data: JSONBody[ConfirmIn],
     ) -> Response[ConfirmOut]:
         gate = ChangeGate.from_services(services)
         try:
-            result = await gate.confirm(change_id, data.code, actor=data.confirmed_by)
-            values = gate.values_of(result.change)
+            result = await gate.confirm(change_id, data.code, identity=identity_of(request))
+            summary = gate.summary(result.change)
         except ChangeError as exc:
             raise _http_error(exc) from exc
         body = ConfirmOut(
-            outcome=result.outcome,
-            message=result.message,
-            change=ChangeOut.model_validate(change_summary(result.change, values)),
+            outcome=result.outcome, message=result.message, change=ChangeOut.model_validate(summary)
         )
         return Response(body, status_code=OUTCOME_STATUS.get(result.outcome, 200))
 
@@ -148,7 +166,7 @@ class ChangesController(Controller):
             rows = list_changes(session, statuses=status, limit=limit + 1, before_id=cursor)
             gate = ChangeGate.from_services(services)
             try:
-                items: list[Any] = [change_summary(r, gate.values_of(r)) for r in rows[:limit]]
+                items: list[Any] = [gate.summary(r) for r in rows[:limit]]
             except ChangeError as exc:
                 raise _http_error(exc) from exc
             next_cursor = rows[limit - 1].id if len(rows) > limit else None
@@ -163,7 +181,7 @@ class ChangesController(Controller):
                 raise NotFoundException(detail=f"no change with id {change_id}")
             gate = ChangeGate.from_services(services)
             try:
-                return ChangeOut.model_validate(change_summary(change, gate.values_of(change)))
+                return ChangeOut.model_validate(gate.summary(change))
             except ChangeError as exc:
                 raise _http_error(exc) from exc
 

@@ -6,6 +6,9 @@ call for is at Twilio exactly once and final in the audit, every approved change
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import os
 from collections import Counter
 from typing import Any
 
@@ -29,6 +32,14 @@ MESSAGE_POINTS = (
 )
 BURST = 8
 APPROVER = "+447700900199"
+# Two people at the OTP gate: the clerk proposes, the approver confirms with their own token.
+TOKENS = {name: f"{name}-{os.urandom(12).hex()}" for name in ("clerk", "approver", "other")}
+OTP_ENV = {
+    "MLC_API_IDENTITIES": json.dumps({n: hashlib.sha256(t.encode()).hexdigest() for n, t in TOKENS.items()}),
+    "MLC_CHANGES__APPROVER_ROLES": json.dumps(
+        {"treasury": {"approver": APPROVER}, "controller": {"other": "+447700900198"}}
+    ),
+}
 
 
 async def subscribed(world: World) -> bool:
@@ -86,7 +97,7 @@ async def test_crash_at_every_point_of_the_message_path(world: World, database_u
 
 
 async def _propose(
-    api: httpx.AsyncClient, world: World, record_id: str, changes: dict[str, str], approver: str = APPROVER
+    api: httpx.AsyncClient, world: World, record_id: str, changes: dict[str, str], approver: str = "treasury"
 ) -> int:
     response = await api.post(
         "/api/changes",
@@ -96,7 +107,6 @@ async def _propose(
             "company_id": world.company,
             "changes": changes,
             "approver": approver,
-            "requested_by": "reliability suite",
         },
     )
     assert response.status_code == 201, response.text
@@ -121,15 +131,17 @@ RENEWAL_POINTS = ["subscription.renewing", "subscription.renewed"]
 async def test_crash_during_an_otp_gated_write(world: World, point: str, database_url: str) -> None:
     customers = world.bc.records(world.company, "customers")
     target, bystander = customers[0]["id"], customers[1]["id"]
-    world.connector.start(crash=point)
+    world.connector.start(crash=point, extra=OTP_ENV)
     await world.connector.wait_healthy()
-    headers = {"Authorization": f"Bearer {world.api_token}"}
-    async with httpx.AsyncClient(base_url=world.connector.url, headers=headers, timeout=30) as api:
-        change_id = await _propose(api, world, target, {"email": "ap-new@example.com"})
+    clerk = {"Authorization": f"Bearer {TOKENS['clerk']}"}
+    headers = {"Authorization": f"Bearer {TOKENS['approver']}"}
+    async with httpx.AsyncClient(base_url=world.connector.url, headers=clerk, timeout=30) as proposer:
+        change_id = await _propose(proposer, world, target, {"email": "ap-new@example.com"})
         # A second change is proposed and never approved: it must never reach BC.
-        await _propose(api, world, bystander, {"email": "never@example.com"}, approver="+447700900198")
-        code = world.twilio.verification_code(APPROVER)
-        assert code is not None
+        await _propose(proposer, world, bystander, {"email": "never@example.com"}, approver="controller")
+    code = world.twilio.verification_code(APPROVER)
+    assert code is not None
+    async with httpx.AsyncClient(base_url=world.connector.url, headers=headers, timeout=30) as api:
         with pytest.raises(httpx.HTTPError):  # the process dies while answering
             await api.post(f"/api/changes/{change_id}/confirm", json={"code": code})
     exit_code = await world.connector.wait_exit()
@@ -137,7 +149,7 @@ async def test_crash_during_an_otp_gated_write(world: World, point: str, databas
     patched_before_restart = [p for p in _patches(world, target) if p["status"] == 200]
     assert len(patched_before_restart) == (1 if point == "change.patched" else 0)
 
-    world.connector.start()
+    world.connector.start(extra=OTP_ENV)
     await world.connector.wait_healthy()
     async with httpx.AsyncClient(base_url=world.connector.url, headers=headers, timeout=30) as api:
 

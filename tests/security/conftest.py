@@ -13,8 +13,9 @@ from cryptography.fernet import Fernet
 from server.runtime.clock import OffsetClock
 from server.sandbox.stack import Stack
 from server.settings import ChangeSettings
+from tests.server.changes.people import APPROVER, ROLES, identity_settings
 
-APPROVER = "+447700900123"
+__all__ = ["APPROVER"]
 
 
 def write_figures(name: str, figures: dict[str, Any]) -> None:
@@ -44,8 +45,9 @@ def stack_url(sqlite_url: str) -> str:
 def stack_settings() -> dict[str, Any]:
     return {
         "secret_key": Fernet.generate_key().decode(),
-        "changes": ChangeSettings(max_attempts=3, approver_roles={"controller": APPROVER}),
+        "changes": ChangeSettings(max_attempts=3, approver_roles=ROLES),
         "max_body_bytes": 65_536,
+        **identity_settings(),
     }
 
 

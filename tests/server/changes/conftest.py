@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 
 from server.sandbox.stack import Stack
 from server.settings import ChangeSettings
+from tests.server.changes.people import APPROVER, CONTROLLER, ROLES, identity_settings, person
 
-APPROVER = "+447700900123"
-CONTROLLER = "+447700900456"
+__all__ = ["APPROVER", "CONTROLLER"]
 
 
 @pytest.fixture
@@ -21,7 +23,7 @@ def secret_key() -> str:
 
 def change_settings(**overrides: Any) -> ChangeSettings:
     values: dict[str, Any] = {
-        "approver_roles": {"finance-controller": CONTROLLER},
+        "approver_roles": ROLES,
         "bank_page_publisher": "contoso",
         "bank_page_group": "finance",
         "bank_page_version": "v1.0",
@@ -35,7 +37,28 @@ def change_settings(**overrides: Any) -> ChangeSettings:
 
 @pytest.fixture
 def stack_settings(secret_key: str) -> dict[str, Any]:
-    return {"changes": change_settings(), "secret_key": secret_key}
+    return {"changes": change_settings(), "secret_key": secret_key, **identity_settings()}
+
+
+@pytest.fixture
+async def alice(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """Alice in accounts payable: she proposes changes."""
+    async with person(stack, "alice") as client:
+        yield client
+
+
+@pytest.fixture
+async def dave(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """Dave in treasury: the approver of the 'treasury' role (his phone is APPROVER)."""
+    async with person(stack, "dave") as client:
+        yield client
+
+
+@pytest.fixture
+async def carol(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """Carol, the finance controller (her phone is CONTROLLER)."""
+    async with person(stack, "carol") as client:
+        yield client
 
 
 def record_id(stack: Stack, entity: str, number_field: str, number: str) -> str:

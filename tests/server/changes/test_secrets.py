@@ -13,7 +13,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlmodel import select
 
@@ -23,7 +22,8 @@ from server.sandbox.stack import Stack
 from server.store.db import read_scope
 from server.store.tables import AuditEntry
 from tests.conftest import START
-from tests.server.changes.conftest import APPROVER, record_id
+from tests.server.changes.conftest import APPROVER, CONTROLLER, record_id
+from tests.server.changes.people import TOKENS, person
 from tests.server.changes.scan import database_text
 
 
@@ -40,13 +40,14 @@ def log_stream() -> Iterator[io.StringIO]:
         root.setLevel(level)
 
 
-async def cli(stack: Stack, repo_root: Path, *args: str, stdin: str = "") -> tuple[int, str]:
+async def cli(stack: Stack, repo_root: Path, who: str, *args: str, stdin: str = "") -> tuple[int, str]:
+    """The CLI as `who`: MLC_API_TOKEN on that person's machine is their personal token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLC_")}
     env.update(
         {
             "PYTHONPATH": str(repo_root),
             "COLUMNS": "300",
-            "MLC_API_TOKEN": stack.api_token,
+            "MLC_API_TOKEN": TOKENS[who],
             "MLC_PUBLIC_BASE_URL": stack.url,
         }
     )
@@ -113,6 +114,7 @@ async def test_no_secret_or_code_anywhere_after_a_full_run(
     rc, out = await cli(
         stack,
         repo_root,
+        "alice",
         "changes",
         "propose",
         "--entity",
@@ -124,9 +126,7 @@ async def test_no_secret_or_code_anywhere_after_a_full_run(
         "--set",
         "iban=GB82WEST12345698765432",
         "--approver",
-        APPROVER,
-        "--requested-by",
-        "alice",
+        "treasury",
     )
     outputs.append(out)
     assert rc == 0, out
@@ -134,24 +134,21 @@ async def test_no_secret_or_code_anywhere_after_a_full_run(
     code = stack.twilio_sim.verification_code(APPROVER)
     assert code is not None
     wrong = "000000" if code != "000000" else "111111"
-    rc, out = await cli(stack, repo_root, "changes", "confirm", str(change_id), stdin=wrong + "\n")
+    rc, out = await cli(stack, repo_root, "dave", "changes", "confirm", str(change_id), stdin=wrong + "\n")
     outputs.append(out)
     assert rc == 1
     assert "wrong_code: wrong code; 2 attempt(s) left" in out
-    rc, out = await cli(
-        stack, repo_root, "changes", "confirm", str(change_id), "--confirmed-by", "carol", stdin=code + "\n"
-    )
+    rc, out = await cli(stack, repo_root, "dave", "changes", "confirm", str(change_id), stdin=code + "\n")
     outputs.append(out)
     assert rc == 0, out
     assert "written: written to Business Central" in out
-    rc, out = await cli(stack, repo_root, "changes", "list")
+    rc, out = await cli(stack, repo_root, "alice", "changes", "list")
     outputs.append(out)
     assert rc == 0
     assert re.search(rf"\b{change_id}\b.*written.*vendorBankAccounts.*iban", out)
 
-    # Through the API: a second change on a vendor by role, confirmed.
-    headers = {"Authorization": f"Bearer {stack.api_token}"}
-    async with httpx.AsyncClient(base_url=stack.url, headers=headers) as http:
+    # Through the API: a second change on a vendor, proposed by alice, confirmed by carol.
+    async with person(stack, "alice") as http, person(stack, "carol") as carol:
         vendor = record_id(stack, "vendors", "number", "V01060")
         proposed = await http.post(
             "/api/changes",
@@ -161,13 +158,12 @@ async def test_no_secret_or_code_anywhere_after_a_full_run(
                 "company_id": company,
                 "changes": {"email": "remit@northwind.example"},
                 "approver": "finance-controller",
-                "requested_by": "bob",
             },
         )
         assert proposed.status_code == 201
-        second_code = stack.twilio_sim.verification_code("+447700900456")
+        second_code = stack.twilio_sim.verification_code(CONTROLLER)
         assert second_code is not None
-        done = await http.post(f"/api/changes/{proposed.json()['id']}/confirm", json={"code": second_code})
+        done = await carol.post(f"/api/changes/{proposed.json()['id']}/confirm", json={"code": second_code})
         assert done.status_code == 200
         outputs.append(proposed.text + done.text)
 
@@ -176,6 +172,7 @@ async def test_no_secret_or_code_anywhere_after_a_full_run(
         tw.api_key_secret.get_secret_value(),
         tw.auth_token.get_secret_value(),
         stack.api_token,
+        *TOKENS.values(),
     ]
     logs = log_stream.getvalue()
     assert "change.written" in logs  # the capture did see the run

@@ -17,8 +17,7 @@ def body(stack: Stack, **overrides: Any) -> dict[str, Any]:
         "record_id": record_id(stack, "vendorBankAccounts", "code", "MAIN"),
         "company_id": stack.bc_sim.companies[0],
         "changes": {"iban": "GB82WEST12345698765432"},
-        "approver": APPROVER,
-        "requested_by": "alice",
+        "approver": "treasury",
     }
     values.update(overrides)
     return values
@@ -39,39 +38,41 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"approver": "cfo"},
-        "approver: 'cfo' is neither a phone number nor a known role (roles: finance-controller",
+        "approver: 'cfo' is not a configured approver role (roles: ap-clerks, finance-controller, payables, "
+        "treasury; MLC_CHANGES__APPROVER_ROLES)",
     ),
-    ({"approver": "+44 12"}, "approver: the number is not usable"),
+    ({"approver": APPROVER}, "approver: a phone number is not accepted"),
+    ({"approver": "+44 12"}, "approver: a phone number is not accepted"),
     ({"record_id": "11111111-2222-4333-8444-555555555555"}, "record_id: BC has no vendorBankAccounts record"),
     ({"changes": {"bankAccountNumber": "41234567"}}, "changes: the record already holds these values"),
 ]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_each_bad_field_is_named(stack: Stack, api: httpx.AsyncClient) -> None:
+async def test_each_bad_field_is_named(stack: Stack, alice: httpx.AsyncClient) -> None:
     for overrides, expected in CASES:
-        response = await api.post("/api/changes", json=body(stack, **overrides))
+        response = await alice.post("/api/changes", json=body(stack, **overrides))
         assert response.status_code == 400, (overrides, response.text)
         assert expected in response.json()["detail"], (overrides, response.text)
-    extra = await api.post("/api/changes", json={**body(stack), "etag": "*"})
+    extra = await alice.post("/api/changes", json={**body(stack), "etag": "*"})
     assert extra.status_code == 400
     assert "etag" in extra.text
-    bad_channel = await api.post("/api/changes", json=body(stack, channel="whatsapp"))
+    bad_channel = await alice.post("/api/changes", json=body(stack, channel="whatsapp"))
     assert bad_channel.status_code == 400
     assert "channel" in bad_channel.text
-    assert (await api.get("/api/changes")).json()["items"] == []
+    assert (await alice.get("/api/changes")).json()["items"] == []
     assert stack.twilio_sim.verifications() == []
     assert stack.bc_sim.requests(method="PATCH") == []
-    bad_code = await api.post("/api/changes/1/confirm", json={"code": "12ab"})
+    bad_code = await alice.post("/api/changes/1/confirm", json={"code": "12ab"})
     assert bad_code.status_code == 400
     assert "code: expected the 4-10 digit code" in bad_code.text
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_bank_page_not_configured_says_why(stack: Stack, api: httpx.AsyncClient) -> None:
+async def test_bank_page_not_configured_says_why(stack: Stack, alice: httpx.AsyncClient) -> None:
     stack.services.settings = stack.services.settings.model_copy(
         update={"changes": stack.services.settings.changes.model_copy(update={"bank_page_publisher": ""})}
     )
-    response = await api.post("/api/changes", json=body(stack))
+    response = await alice.post("/api/changes", json=body(stack))
     assert response.status_code == 400
     assert "standard API v2.0 has none" in response.json()["detail"]
