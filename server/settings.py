@@ -15,11 +15,10 @@ database encrypted at rest (`ml-connector credentials set`), with these variable
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal, get_origin
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -28,7 +27,6 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from engine.errors import PhoneError
 from engine.phones import to_e164
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,54 +65,54 @@ class TwilioSettings(BaseModel):
     from_number: str = ""
     messaging_service_sid: str = ""
     verify_service_sid: str = ""
+    # The REST client's timeouts and in-line retries (server/twilio/client.py builds its
+    # httpx.Timeout and RetryPolicy from these). httpx applies each timeout per operation, and the
+    # pool timeout (waiting for a free connection) is the connect timeout here:
+    # https://www.python-httpx.org/advanced/timeouts/
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, description="Connecting to Twilio.")
+    write_timeout_seconds: float = Field(default=15.0, gt=0, description="Sending a request.")
+    read_timeout_seconds: float = Field(default=15.0, gt=0, description="Waiting for Twilio's answer.")
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Tries per request, the first included (retries: 429, 5xx, no connection).",
+    )
+    retry_base_delay_seconds: float = Field(
+        default=0.5, ge=0, description="Back-off ceiling of the first retry."
+    )
+    retry_max_delay_seconds: float = Field(
+        default=20.0, ge=0, description="The back-off ceiling doubles per retry up to this."
+    )
+    retry_after_limit_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="The longest Retry-After slept in-line; a longer one is handed to the dispatcher.",
+    )
 
+    def attempt_seconds(self) -> float:
+        """The longest one request can take: a free connection, connecting, writing, reading."""
+        return 2 * self.connect_timeout_seconds + self.write_timeout_seconds + self.read_timeout_seconds
 
-IDENTITY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
-SERVICE_IDENTITY = "service"  # who the shared MLC_API_TOKEN is
-
-
-def approver_members(value: Any) -> Any:
-    """MLC_CHANGES__APPROVER_ROLES: role -> {identity: E.164 phone}, every number normalised, and one
-    number belongs to one identity (else one person would receive another's codes)."""
-    if not isinstance(value, dict):
-        return value
-    setting = "MLC_CHANGES__APPROVER_ROLES"
-    owner: dict[str, str] = {}  # phone -> identity
-    phone_of: dict[str, str] = {}  # identity -> phone
-    roles: dict[str, dict[str, str]] = {}
-    for role, members in value.items():
-        if not isinstance(members, dict):
-            raise ValueError(
-                f"{setting}: role {role!r} maps to {type(members).__name__} {members!r}; each role maps its "
-                f'members\' identities to their numbers, e.g. {{"{role}": {{"dave": "+447700900123"}}}}'
+    def call_seconds(self) -> float:
+        """The longest one create call can take with its in-line retries: every attempt at its
+        longest and, between two attempts, the longest back-off (full jitter under its ceiling, or a
+        Retry-After up to retry_after_limit_seconds)."""
+        backoffs = sum(
+            max(
+                min(self.retry_max_delay_seconds, self.retry_base_delay_seconds * (1 << min(n - 1, 30))),
+                self.retry_after_limit_seconds,
             )
-        if not members:
-            raise ValueError(f"{setting}: role {role!r} has no members")
-        roles[role] = {}
-        for identity, raw in members.items():
-            where = f"{setting}: role {role!r}, member {identity!r}"
-            if not IDENTITY_NAME.fullmatch(str(identity)) or identity == SERVICE_IDENTITY:
-                raise ValueError(f"{where}: not a personal identity name (letters, digits, . _ @ + -)")
-            try:
-                number = to_e164(str(raw), None).number
-            except PhoneError as exc:
-                raise ValueError(f"{where}: {raw!r} is not an E.164 number: {exc.reason}") from None
-            if owner.setdefault(number, identity) != identity:
-                raise ValueError(f"{where}: {number} is already the number of {owner[number]!r}")
-            if phone_of.setdefault(identity, number) != number:
-                raise ValueError(f"{where}: {identity!r} has another number in another role")
-            roles[role][identity] = number
-    return roles
+            for n in range(1, self.max_attempts)
+        )
+        return self.max_attempts * self.attempt_seconds() + backoffs
 
 
 class ChangeSettings(BaseModel):
     """OTP-gated write-back of sensitive vendor/customer fields (server/changes/)."""
 
-    approver_roles: dict[str, dict[str, str]] = Field(
+    approver_roles: dict[str, str] = Field(
         default_factory=dict,
-        description="Role -> its members, each an identity (a name in MLC_API_IDENTITIES) with an E.164 "
-        'phone, e.g. {"treasury": {"dave": "+447700900123", "erin": "+447700900124"}} (JSON). A '
-        "proposal names a role; the code goes to a member who is not the proposer.",
+        description='Role name -> approver phone, e.g. {"finance-controller": "+447700900123"} (JSON).',
     )
     # Standard BC API v2.0 has no vendor bank accounts (none in its entity list,
     # https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/):
@@ -137,22 +135,6 @@ class ChangeSettings(BaseModel):
         description="A write to BC not finished within this (its process died) may be retried by "
         "confirming again; the retry uses the same If-Match etag, so BC applies it at most once.",
     )
-    # Each proposal sends a code by SMS or call and opens a new round of guesses, so proposals are
-    # counted in the store (across instances) per approver and per record within a window.
-    proposal_window_minutes: float = Field(
-        default=10.0, gt=0, description="The window the proposal limits count in."
-    )
-    proposals_per_approver: int = Field(
-        default=3, ge=1, description="Proposals per approver (phone) within the window; more get 429."
-    )
-    proposals_per_record: int = Field(
-        default=2, ge=1, description="Proposals per BC record within the window; more get 429."
-    )
-
-    @field_validator("approver_roles", mode="before")
-    @classmethod
-    def _members(cls, value: Any) -> Any:
-        return approver_members(value)
 
 
 class ReminderSettings(BaseModel):
@@ -263,14 +245,7 @@ class Settings(BaseSettings):
         "used for notificationUrl, StatusCallback and to rebuild URLs for signature checks.",
     )
     api_token: SecretStr = Field(
-        default=SecretStr(""),
-        description="The shared service bearer token for the admin and read API (identity 'service').",
-    )
-    api_identities: dict[str, str] = Field(
-        default_factory=dict,
-        description="Personal bearer tokens: identity -> SHA-256 (hex) of that person's token, e.g. "
-        '{"alice": "9f86d0...", "dave": "2c26b4..."} (JSON). Only the hash is configured; '
-        "`ml-connector changes new-token NAME` makes a token and prints its hash.",
+        default=SecretStr(""), description="Bearer token for the admin and read API."
     )
     bc: BCSettings = Field(default_factory=BCSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
@@ -344,30 +319,13 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies are answered 413.")
 
-    @field_validator("api_identities")
-    @classmethod
-    def _token_hashes(cls, value: dict[str, str]) -> dict[str, str]:
-        seen: dict[str, str] = {}
-        for identity, digest in value.items():
-            where = f"MLC_API_IDENTITIES: {identity!r}"
-            if not IDENTITY_NAME.fullmatch(identity) or identity == SERVICE_IDENTITY:
-                raise ValueError(f"{where}: not a personal identity name (letters, digits, . _ @ + -)")
-            if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
-                raise ValueError(f"{where}: expected the SHA-256 of the token as 64 hex digits, not a token")
-            if seen.setdefault(digest.lower(), identity) != identity:
-                raise ValueError(f"{where}: the same token hash as {seen[digest.lower()]!r}")
-        return {identity: digest.lower() for identity, digest in value.items()}
-
     @model_validator(mode="after")
-    def _approvers_have_tokens(self) -> Settings:
-        # A member without a personal token could never confirm, so a code sent to them is wasted.
-        for role, members in self.changes.approver_roles.items():
-            for identity in members:
-                if identity not in self.api_identities:
-                    raise ValueError(
-                        f"MLC_CHANGES__APPROVER_ROLES: member {identity!r} of role {role!r} has no token "
-                        "in MLC_API_IDENTITIES, so they could never confirm a change"
-                    )
+    def _leases_outlast_the_twilio_client(self) -> Settings:
+        """Leases that cannot outlast the Twilio client's own timeouts break "never send twice": a
+        send still in flight would be taken for crashed, reconciled, found nowhere and sent again."""
+        problems = lease_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @classmethod
@@ -385,6 +343,59 @@ class Settings(BaseSettings):
         return init_settings, env_settings, dotenv_settings, flat, file_secret_settings
 
 
+def lease_problems(settings: Settings) -> list[str]:
+    """What is unsafe in the leases, given the Twilio client's timeouts (empty: all safe). Each
+    problem names the settings involved and the bound they break (docs/operations.md, "Leases and
+    timeouts")."""
+    twilio = settings.twilio
+    call, attempt = twilio.call_seconds(), twilio.attempt_seconds()
+    client = (
+        "MLC_TWILIO__CONNECT_TIMEOUT_SECONDS + MLC_TWILIO__WRITE_TIMEOUT_SECONDS + "
+        "MLC_TWILIO__READ_TIMEOUT_SECONDS, the pool wait included"
+    )
+    problems: list[str] = []
+    if settings.submit_lease_seconds <= call:
+        # A send in flight past its submit lease is taken for interrupted and reconciled.
+        problems.append(
+            f"MLC_SUBMIT_LEASE_SECONDS={settings.submit_lease_seconds:g} must exceed the Twilio client's "
+            f"whole create call, {call:g} s: MLC_TWILIO__MAX_ATTEMPTS={twilio.max_attempts} attempts of "
+            f"{attempt:g} s ({client}) and the back-offs between them "
+            "(MLC_TWILIO__RETRY_MAX_DELAY_SECONDS, MLC_TWILIO__RETRY_AFTER_LIMIT_SECONDS)"
+        )
+    if settings.reconcile_grace_seconds < attempt:
+        # A create the client gave up on may still reach Twilio up to its timeouts after it went out.
+        problems.append(
+            f"MLC_RECONCILE_GRACE_SECONDS={settings.reconcile_grace_seconds:g} must be at least one "
+            f"Twilio request's timeouts, {attempt:g} s ({client})"
+        )
+    if settings.claim_seconds < attempt:
+        # A claimed job waits for a free send slot, which one create attempt may hold this long.
+        problems.append(
+            f"MLC_CLAIM_SECONDS={settings.claim_seconds:g} must be at least one Twilio request's "
+            f"timeouts, {attempt:g} s ({client}): a claimed job may wait that long for a send slot"
+        )
+    return problems
+
+
+class SettingsError(SystemExit):
+    """Settings the service refuses to start with: one line naming each setting at fault."""
+
+
 def load_settings() -> Settings:
-    """The service's settings, read once from the environment and the .env file."""
-    return Settings()
+    """The service's settings, read once from the environment and the .env file.
+
+    Invalid settings end the command with one line on stderr naming them (SettingsError)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(f"ml-connector: refusing to start: {one_line(exc)}") from None
+
+
+def one_line(exc: ValidationError) -> str:
+    """A ValidationError in one line: each error as `field: message`."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return " ".join(" ".join(parts).split())  # one line, whatever the messages hold

@@ -91,6 +91,17 @@ class TwilioClientConfig(BaseModel):
             "api_base_url": settings.api_base_url,
             "verify_base_url": settings.verify_base_url,
             "verify_service_sid": settings.verify_service_sid,
+            # The timeouts and retries the settings validate the leases against
+            # (server/settings.py, lease_problems): the client runs with exactly these.
+            "connect_timeout": settings.connect_timeout_seconds,
+            "write_timeout": settings.write_timeout_seconds,
+            "read_timeout": settings.read_timeout_seconds,
+            "retry": RetryPolicy(
+                max_attempts=settings.max_attempts,
+                base_delay=settings.retry_base_delay_seconds,
+                max_delay=settings.retry_max_delay_seconds,
+                max_retry_after=settings.retry_after_limit_seconds,
+            ),
         }
         values.update(overrides)
         return cls(**values)
