@@ -15,6 +15,7 @@ database encrypted at rest (`ml-connector credentials set`), with these variable
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal, get_origin
 
@@ -27,6 +28,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from engine.errors import PhoneError
 from engine.phones import to_e164
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -107,12 +109,52 @@ class TwilioSettings(BaseModel):
         return self.max_attempts * self.attempt_seconds() + backoffs
 
 
+IDENTITY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
+SERVICE_IDENTITY = "service"  # who the shared MLC_API_TOKEN is
+
+
+def approver_members(value: Any) -> Any:
+    """MLC_CHANGES__APPROVER_ROLES: role -> {identity: E.164 phone}, every number normalised, and one
+    number belongs to one identity (else one person would receive another's codes)."""
+    if not isinstance(value, dict):
+        return value
+    setting = "MLC_CHANGES__APPROVER_ROLES"
+    owner: dict[str, str] = {}  # phone -> identity
+    phone_of: dict[str, str] = {}  # identity -> phone
+    roles: dict[str, dict[str, str]] = {}
+    for role, members in value.items():
+        if not isinstance(members, dict):
+            raise ValueError(
+                f"{setting}: role {role!r} maps to {type(members).__name__} {members!r}; each role maps its "
+                f'members\' identities to their numbers, e.g. {{"{role}": {{"dave": "+447700900123"}}}}'
+            )
+        if not members:
+            raise ValueError(f"{setting}: role {role!r} has no members")
+        roles[role] = {}
+        for identity, raw in members.items():
+            where = f"{setting}: role {role!r}, member {identity!r}"
+            if not IDENTITY_NAME.fullmatch(str(identity)) or identity == SERVICE_IDENTITY:
+                raise ValueError(f"{where}: not a personal identity name (letters, digits, . _ @ + -)")
+            try:
+                number = to_e164(str(raw), None).number
+            except PhoneError as exc:
+                raise ValueError(f"{where}: {raw!r} is not an E.164 number: {exc.reason}") from None
+            if owner.setdefault(number, identity) != identity:
+                raise ValueError(f"{where}: {number} is already the number of {owner[number]!r}")
+            if phone_of.setdefault(identity, number) != number:
+                raise ValueError(f"{where}: {identity!r} has another number in another role")
+            roles[role][identity] = number
+    return roles
+
+
 class ChangeSettings(BaseModel):
     """OTP-gated write-back of sensitive vendor/customer fields (server/changes/)."""
 
-    approver_roles: dict[str, str] = Field(
+    approver_roles: dict[str, dict[str, str]] = Field(
         default_factory=dict,
-        description='Role name -> approver phone, e.g. {"finance-controller": "+447700900123"} (JSON).',
+        description="Role -> its members, each an identity (a name in MLC_API_IDENTITIES) with an E.164 "
+        'phone, e.g. {"treasury": {"dave": "+447700900123", "erin": "+447700900124"}} (JSON). A '
+        "proposal names a role; the code goes to a member who is not the proposer.",
     )
     # Standard BC API v2.0 has no vendor bank accounts (none in its entity list,
     # https://learn.microsoft.com/en-us/dynamics365/business-central/dev-itpro/api-reference/v2.0/):
@@ -135,6 +177,22 @@ class ChangeSettings(BaseModel):
         description="A write to BC not finished within this (its process died) may be retried by "
         "confirming again; the retry uses the same If-Match etag, so BC applies it at most once.",
     )
+    # Each proposal sends a code by SMS or call and opens a new round of guesses, so proposals are
+    # counted in the store (across instances) per approver and per record within a window.
+    proposal_window_minutes: float = Field(
+        default=10.0, gt=0, description="The window the proposal limits count in."
+    )
+    proposals_per_approver: int = Field(
+        default=3, ge=1, description="Proposals per approver (phone) within the window; more get 429."
+    )
+    proposals_per_record: int = Field(
+        default=2, ge=1, description="Proposals per BC record within the window; more get 429."
+    )
+
+    @field_validator("approver_roles", mode="before")
+    @classmethod
+    def _members(cls, value: Any) -> Any:
+        return approver_members(value)
 
 
 class ReminderSettings(BaseModel):
@@ -245,7 +303,14 @@ class Settings(BaseSettings):
         "used for notificationUrl, StatusCallback and to rebuild URLs for signature checks.",
     )
     api_token: SecretStr = Field(
-        default=SecretStr(""), description="Bearer token for the admin and read API."
+        default=SecretStr(""),
+        description="The shared service bearer token for the admin and read API (identity 'service').",
+    )
+    api_identities: dict[str, str] = Field(
+        default_factory=dict,
+        description="Personal bearer tokens: identity -> SHA-256 (hex) of that person's token, e.g. "
+        '{"alice": "9f86d0...", "dave": "2c26b4..."} (JSON). Only the hash is configured; '
+        "`ml-connector changes new-token NAME` makes a token and prints its hash.",
     )
     bc: BCSettings = Field(default_factory=BCSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
@@ -318,6 +383,32 @@ class Settings(BaseSettings):
         default=72.0, gt=0, description="Sends older than this are no longer looked up (no DLR will come)."
     )
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies are answered 413.")
+
+    @field_validator("api_identities")
+    @classmethod
+    def _token_hashes(cls, value: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for identity, digest in value.items():
+            where = f"MLC_API_IDENTITIES: {identity!r}"
+            if not IDENTITY_NAME.fullmatch(identity) or identity == SERVICE_IDENTITY:
+                raise ValueError(f"{where}: not a personal identity name (letters, digits, . _ @ + -)")
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+                raise ValueError(f"{where}: expected the SHA-256 of the token as 64 hex digits, not a token")
+            if seen.setdefault(digest.lower(), identity) != identity:
+                raise ValueError(f"{where}: the same token hash as {seen[digest.lower()]!r}")
+        return {identity: digest.lower() for identity, digest in value.items()}
+
+    @model_validator(mode="after")
+    def _approvers_have_tokens(self) -> Settings:
+        # A member without a personal token could never confirm, so a code sent to them is wasted.
+        for role, members in self.changes.approver_roles.items():
+            for identity in members:
+                if identity not in self.api_identities:
+                    raise ValueError(
+                        f"MLC_CHANGES__APPROVER_ROLES: member {identity!r} of role {role!r} has no token "
+                        "in MLC_API_IDENTITIES, so they could never confirm a change"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _leases_outlast_the_twilio_client(self) -> Settings:
