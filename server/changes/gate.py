@@ -22,6 +22,12 @@ without an approved check. A confirmation holds a lease on its change (server/st
 from the Verify check to the end, so a racing request cannot read Twilio's 20404 for a code that
 was just approved and record `code_expired`. Each step is in the audit log (who, when, what); the code never is.
 No database transaction is held across a call to BC or Twilio.
+
+No single person passes the gate. The proposer is the identity of the bearer token (never a name in
+the body); the approver is a member of a configured role (never a number from the request) who is
+not the proposer, and only that member's identity may confirm. The shared service token neither
+proposes nor confirms. Proposals are limited per approver and per record within a window, counted
+from the changes table under one lock, so the limits hold across instances.
 """
 
 from __future__ import annotations

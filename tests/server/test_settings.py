@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
 from server.settings import FLAT_NAMES, Settings
@@ -23,6 +23,15 @@ OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 SAMPLES: dict[str, tuple[str, Any]] = {
     "MLC_TEST_NUMBER": ("+44 7700 900999", "+447700900999"),
     "MLC_TESTING__NUMBER": ("+44 7700 900999", "+447700900999"),
+    "MLC_API_IDENTITIES": ('{"dave": "' + "ab" * 32 + '"}', {"dave": "ab" * 32}),
+    "MLC_CHANGES__APPROVER_ROLES": (
+        '{"treasury": {"dave": "+44 7700 900123"}}',
+        {"treasury": {"dave": "+447700900123"}},
+    ),
+}
+# Variables that are valid only together with another (every approver needs a personal token).
+COMPANIONS: dict[str, dict[str, str]] = {
+    "MLC_CHANGES__APPROVER_ROLES": {"MLC_API_IDENTITIES": '{"dave": "' + "ab" * 32 + '"}'},
 }
 
 
@@ -89,6 +98,8 @@ def test_a_documented_variable_reaches_its_field(name: str, monkeypatch: pytest.
     path = field_path(name)
     raw, expected = SAMPLES.get(name) or sample(field_at(path))
     monkeypatch.setenv(name, raw)
+    for companion, value in COMPANIONS.get(name, {}).items():
+        monkeypatch.setenv(companion, value)
     assert read(Settings(_env_file=None), path) == expected
 
 
@@ -112,3 +123,44 @@ def test_the_nested_name_wins_over_the_flat_one(monkeypatch: pytest.MonkeyPatch)
 def test_init_values_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLC_TEST_MODE", "true")
     assert Settings(_env_file=None, testing={"enabled": False}).testing.enabled is False
+
+
+HASH = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("roles", "identities", "message"),
+    [
+        (
+            '{"treasury": "+447700900123"}',
+            "{}",
+            "MLC_CHANGES__APPROVER_ROLES: role 'treasury' maps to str '+447700900123'; each role maps its "
+            "members' identities to their numbers",
+        ),
+        (
+            '{"treasury": {"dave": "07700 900123"}}',
+            f'{{"dave": "{HASH}"}}',
+            "MLC_CHANGES__APPROVER_ROLES: role 'treasury', member 'dave': '07700 900123' is not an E.164 number",
+        ),
+        (
+            '{"treasury": {"dave": "+447700900123", "erin": "+447700900123"}}',
+            f'{{"dave": "{HASH}", "erin": "{"cd" * 32}"}}',
+            "member 'erin': +447700900123 is already the number of 'dave'",
+        ),
+        (
+            '{"treasury": {"dave": "+447700900123"}}',
+            "{}",
+            "MLC_CHANGES__APPROVER_ROLES: member 'dave' of role 'treasury' has no token in MLC_API_IDENTITIES",
+        ),
+        ("{}", '{"dave": "s3cret-token"}', "MLC_API_IDENTITIES: 'dave': expected the SHA-256 of the token"),
+        ("{}", f'{{"service": "{HASH}"}}', "MLC_API_IDENTITIES: 'service': not a personal identity name"),
+    ],
+)
+def test_approver_roles_and_identities_are_checked_at_start_up(
+    roles: str, identities: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLC_CHANGES__APPROVER_ROLES", roles)
+    monkeypatch.setenv("MLC_API_IDENTITIES", identities)
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=None)
+    assert message in str(raised.value)
