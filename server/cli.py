@@ -11,11 +11,21 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from server.commands import changes, check, credentials, pause, rules, sandbox, serve, simulate
+from server.commands import changes, check, credentials, messages, pause, rules, sandbox, serve, simulate
 
 # Command groups, in `--help` order. Each module defines `register(subparsers) -> None` and sets
 # `func` on its parsers (a callable taking the parsed namespace and returning an exit code).
-COMMAND_GROUPS: tuple[ModuleType, ...] = (rules, simulate, serve, pause, credentials, changes, check, sandbox)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (
+    rules,
+    simulate,
+    serve,
+    pause,
+    messages,
+    credentials,
+    changes,
+    check,
+    sandbox,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -373,6 +373,18 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(
         default=10.0, gt=0, description="At most one pass per interval."
     )
+    reconcile_lease_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Lease of the jobs one reconciliation pass takes; those of a reconciler that died "
+        "are taken over after it.",
+    )
+    reconcile_max_listed: int = Field(
+        default=20_000,
+        gt=0,
+        description="Safety bound on the recipient's Messages the reconciler reads back to a job's "
+        "submit time; a list longer than this leaves the job for a person (needs_review).",
+    )
     status_poll_after_seconds: float = Field(
         default=3600.0,
         gt=0,

@@ -5,13 +5,25 @@ connection, a gateway 502/504), or when a worker died while 'submitting' (store.
 recover_stale_submissions). Twilio may hold the message, so resending blindly could text a customer
 twice. Instead:
 
-- SMS: list the account's Messages to the recipient sent since the submit day (Twilio filters by UTC
-  day only) and look for ours: same To and Body, created after our submit (less a clock-skew
-  margin), not a SID another job already owns. Twilio's Message resource does not echo our
-  StatusCallback, so the job id cannot be matched; the status callback, which does carry it
-  (?job=...), may reconcile the job first through apply_status.
-  Found -> mark_sent with that SID. Not found -> wait out a grace period (the list can lag the
-  create), then requeue for a real send (it certainly never reached Twilio, or we would see it).
+- SMS: read the account's Messages to the recipient, newest first and without a DateSent filter
+  (a message still queued has no date_sent, so `DateSent>=` would hide it:
+  https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources), page
+  by page back to the job's submit time less a clock-skew margin, and look for ours: same To and
+  Body, the same sender, created at or after that time, not a SID another job already owns.
+  Twilio's Message resource does not echo our StatusCallback, so the job id cannot be matched; the
+  status callback, which does carry it (?job=...), may reconcile the job first through apply_status.
+  - One such message -> mark_sent with that SID.
+  - None, and the list read to its end -> proof that Twilio has no such message: after a grace
+    period (the list can lag the create) the job is requeued for a real send.
+  - None, and the list stopped at a page reaching back past the submit time -> proof for every
+    message Twilio has sent, but a message still in Twilio's queue has no date_sent, and where such
+    messages sort in a list ordered by DateSent is not documented. So this is proof only once the
+    message could no longer be queued (Twilio drops a queued message after its ValidityPeriod, at
+    most 36,000 s); until then the job is looked at again now and then.
+  - Cannot decide: two or more messages could each be ours, the list is longer than the safety
+    bound (MLC_RECONCILE_MAX_LISTED) before it reaches the submit time, or Twilio refuses the
+    listing -> 'needs_review': a person resolves it (`ml-connector messages resolve`). Twilio has
+    no idempotency key for creates, so absence is never assumed.
 - Voice: the client has no Calls list, so only the call's status callbacks (we ask for
   'initiated', sent as soon as Twilio places the call) can tell. With no callback after a longer
   grace period the job is marked failed with code 'outcome-unknown' and logged loudly for a
@@ -29,7 +41,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from server.runtime.logs import get_logger
@@ -39,7 +51,7 @@ from server.store import outbox
 from server.store.db import session_scope
 from server.store.states import Channel, EventSource, MessageStatus
 from server.store.tables import OutboxMessage
-from server.twilio.errors import DeliveryError
+from server.twilio.errors import DeliveryError, InvalidRequestError, NotFoundError
 from server.twilio.models import MessageRecord
 
 log = get_logger("ml_connector.reconcile")
@@ -54,9 +66,13 @@ class ReconcilePolicy:
     clock_skew_seconds: float = 300.0  # Twilio's date_created versus our clock
     interval_seconds: float = 10.0  # at most one pass per interval (clock time)
     batch_size: int = 20
-    lease_seconds: float = 300.0
-    max_pages: int = 20
-    page_size: int = 50
+    lease_seconds: float = 300.0  # MLC_RECONCILE_LEASE_SECONDS
+    max_listed: int = 20_000  # MLC_RECONCILE_MAX_LISTED: messages read for one job, at most
+    page_size: int = 1000  # Twilio's largest PageSize: fewest requests for a long list
+    # A queued message is dropped after its ValidityPeriod (the dispatcher sets none: Twilio's
+    # default and maximum, 36,000 s, https://www.twilio.com/docs/messaging/api/message-resource).
+    queue_seconds: float = 36_000.0
+    recheck_seconds: float = 900.0  # how often a job that cannot be decided yet is looked at again
     status_poll_after_seconds: float = 3600.0
     status_poll_max_age_seconds: float = 72 * 3600.0
 
@@ -65,6 +81,8 @@ class ReconcilePolicy:
         return cls(
             grace_seconds=settings.reconcile_grace_seconds,
             interval_seconds=settings.reconcile_interval_seconds,
+            lease_seconds=settings.reconcile_lease_seconds,
+            max_listed=settings.reconcile_max_listed,
             status_poll_after_seconds=settings.status_poll_after_seconds,
             status_poll_max_age_seconds=settings.status_poll_max_age_hours * 3600.0,
         )
@@ -75,6 +93,30 @@ class Outcome(StrEnum):
     REQUEUED = "requeued"
     WAITING = "waiting"
     FAILED = "failed"
+    NEEDS_REVIEW = "needs_review"
+
+
+# Why a job was left for a person (its error_code in the outbox and the audit).
+AMBIGUOUS = "ambiguous"
+LIST_TOO_LONG = "list-too-long"
+LIST_FAILED = "list-failed"
+
+
+class Reach(StrEnum):
+    """How far back a listing got, which is what its not finding a message proves."""
+
+    END = "end"  # the whole list was read: nothing more exists
+    PAST_SUBMIT = "past-submit"  # a page reached back before the submit: every sent message was seen
+    BOUND = "bound"  # the safety bound came first: proves nothing
+
+
+@dataclass(frozen=True)
+class Search:
+    """What a listing found for one job: the messages that could be it, and how far it read."""
+
+    candidates: tuple[MessageRecord, ...]
+    reach: Reach
+    listed: int
 
 
 def is_ours(record: MessageRecord, message: OutboxMessage, *, since: datetime, sender: str | None) -> bool:
@@ -208,47 +250,93 @@ class Reconciler:
             await asyncio.to_thread(self._fail_unknown, message, now)
             return Outcome.FAILED
 
-        found = await self.find_message(message, since)
-        if found is not None:
-            return await asyncio.to_thread(self._found, message, found.sid, found.status)
+        try:
+            search = await self.search(message, since)
+        except (InvalidRequestError, NotFoundError) as exc:
+            # Twilio refuses the listing itself: asking again the same way will not help.
+            return await asyncio.to_thread(
+                self._review, message, now, LIST_FAILED, f"Twilio refused the Messages list: {exc}"
+            )
+        if len(search.candidates) == 1:
+            (record,) = search.candidates
+            return await asyncio.to_thread(self._found, message, record.sid, record.status)
+        if len(search.candidates) > 1:
+            sids = ", ".join(c.sid for c in search.candidates[:5])
+            return await asyncio.to_thread(
+                self._review,
+                message,
+                now,
+                AMBIGUOUS,
+                f"{len(search.candidates)} messages at Twilio could each be this one ({sids})",
+            )
+        if search.reach is Reach.BOUND:
+            return await asyncio.to_thread(
+                self._review,
+                message,
+                now,
+                LIST_TOO_LONG,
+                f"not among the recipient's {search.listed} newest messages, which do not reach back "
+                f"to the submit at {since.isoformat()}: found neither sent nor absent",
+            )
         if waited < self.policy.grace_seconds:
             await asyncio.to_thread(self._release, [message.job_id])
             return Outcome.WAITING
-        await asyncio.to_thread(self._requeue, message, now, waited)
+        if search.reach is Reach.PAST_SUBMIT and waited < self.policy.queue_seconds:
+            until = min(
+                since + timedelta(seconds=self.policy.queue_seconds),
+                now + timedelta(seconds=self.policy.recheck_seconds),
+            )
+            await asyncio.to_thread(self._defer, message, until)
+            return Outcome.WAITING
+        await asyncio.to_thread(self._requeue, message, now, waited, search)
         return Outcome.REQUEUED
 
-    async def find_message(self, message: OutboxMessage, since: datetime) -> MessageRecord | None:
-        """The oldest Message at Twilio that matches this job and no other job owns, or None."""
+    async def search(self, message: OutboxMessage, since: datetime) -> Search:
+        """The messages at Twilio that could be this job's (no other job owns them), read back to
+        `since` less the clock-skew margin by date_created, within the safety bound."""
         if not message.recipient:
-            return None
+            return Search((), Reach.END, 0)
         cutoff = since - timedelta(seconds=self.policy.clock_skew_seconds)
         settings = self.services.settings.twilio
         sender = settings.from_number or None
         candidates: list[MessageRecord] = []
-        seen = 0
-        async for record in self.services.twilio.list_messages(
-            to=message.recipient,
-            date_sent_after=cutoff.astimezone(UTC).date(),
-            page_size=self.policy.page_size,
-        ):
-            seen += 1
-            if record.date_created is not None and record.date_created < cutoff:
-                break  # newest first: everything further is older than our submit
-            if is_ours(record, message, since=cutoff, sender=sender):
-                candidates.append(record)
-            if seen >= self.policy.max_pages * self.policy.page_size:
-                log.warning("reconcile: stopped listing after the page limit", job=message.job_id)
+        listed = 0
+        reach = Reach.BOUND
+        pages = self.services.twilio.list_message_pages(to=message.recipient, page_size=self.policy.page_size)
+        async for page in pages:
+            past_submit = False
+            for record in page.messages:
+                listed += 1
+                if is_ours(record, message, since=cutoff, sender=sender):
+                    candidates.append(record)
+                # Sent before the cutoff, and so created before it: whether the list is ordered by
+                # date_sent or by date_created, everything after it was created before the cutoff.
+                sent = record.date_sent
+                if sent is not None and sent < cutoff and (record.date_created or sent) < cutoff:
+                    past_submit = True
+            if page.last:
+                reach = Reach.END
                 break
+            if past_submit:
+                reach = Reach.PAST_SUBMIT
+                break
+            if listed >= self.policy.max_listed:
+                log.warning(
+                    "reconcile: the recipient's list is longer than the safety bound",
+                    job=message.job_id,
+                    listed=listed,
+                )
+                break
+        await pages.aclose()
         if not candidates:
-            return None
+            return Search((), reach, listed)
 
         def owned() -> set[str]:
             with session_scope(self.services.db) as session:
                 return outbox.sids_owned_elsewhere(session, [c.sid for c in candidates], message.job_id)
 
         taken = await asyncio.to_thread(owned)
-        free = [c for c in candidates if c.sid not in taken]
-        return free[-1] if free else None  # listed newest first: the last is the closest to our submit
+        return Search(tuple(c for c in candidates if c.sid not in taken), reach, listed)
 
     def _found(self, message: OutboxMessage, sid: str, status: str) -> Outcome:
         now = self.services.clock.now()
@@ -260,7 +348,26 @@ class Reconciler:
         log.info("reconcile: found the message at Twilio", job=message.job_id, sid=sid, status=status)
         return Outcome.FOUND
 
-    def _requeue(self, message: OutboxMessage, now: datetime, waited: float) -> None:
+    def _review(self, message: OutboxMessage, now: datetime, code: str, detail: str) -> Outcome:
+        with session_scope(self.services.db) as session:
+            moved = outbox.mark_needs_review(
+                session, message.job_id, self.worker_id, code=code, detail=detail, now=now
+            )
+        if moved:
+            log.error(
+                "reconcile: cannot tell whether Twilio has it; left for a person",
+                job=message.job_id,
+                code=code,
+            )
+        return Outcome.NEEDS_REVIEW
+
+    def _defer(self, message: OutboxMessage, until: datetime) -> None:
+        now = self.services.clock.now()
+        with session_scope(self.services.db) as session:
+            outbox.defer_unknown(session, message.job_id, self.worker_id, until=until, now=now)
+        log.info("reconcile: not found yet; Twilio may still hold it queued", job=message.job_id, until=until)
+
+    def _requeue(self, message: OutboxMessage, now: datetime, waited: float, search: Search) -> None:
         limit = self.services.settings.max_send_attempts
         with session_scope(self.services.db) as session:
             if message.attempts >= limit:
@@ -274,14 +381,16 @@ class Reconciler:
                 )
                 log.error("reconcile: gave up on a job never found at Twilio", job=message.job_id)
                 return
-            outbox.requeue(
+            how = "the whole list" if search.reach is Reach.END else "the list back past the submit"
+            if not outbox.requeue_unknown(
                 session,
                 message.job_id,
-                next_attempt_at=now,
+                self.worker_id,
                 now=now,
-                detail=f"not found at Twilio {int(waited)}s after submit: sending again",
-                source=EventSource.RECONCILE,
-            )
+                detail=f"not at Twilio {int(waited)}s after submit ({how}, {search.listed} read): "
+                "sending again",
+            ):
+                return
         log.warning("reconcile: message not at Twilio, requeued for a real send", job=message.job_id)
 
     def _fail_unknown(self, message: OutboxMessage, now: datetime) -> None:

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from server.runtime.crashpoints import crash_point
+from server.store.audit import record_audit
 from server.store.columns import require_aware
 from server.store.db import insert_ignoring_conflicts
 from server.store.states import (
@@ -276,7 +277,8 @@ def claim_unknown(
     return _claim(
         session,
         worker_id,
-        (col(OutboxMessage.status) == S.UNKNOWN.value,),
+        # next_attempt_at: when a reconciler that could not decide yet will look again (defer_unknown).
+        (col(OutboxMessage.status) == S.UNKNOWN.value, col(OutboxMessage.next_attempt_at) <= now),
         now=now,
         limit=limit,
         lease_seconds=lease_seconds,
@@ -950,4 +952,167 @@ def touch(session: Session, job_id: str, *, now: datetime) -> None:
     """Mark a message as looked at now (its updated_at), without changing its status."""
     session.execute(
         sa.update(OutboxMessage).where(col(OutboxMessage.job_id) == job_id).values(updated_at=now)
+    )
+
+
+# --- reconciliation and its review by a person ---------------------------------------------------
+
+
+class ReviewError(ValueError):
+    """An operator's resolution that does not fit the job (wrong status, a SID another job owns)."""
+
+
+def mark_needs_review(
+    session: Session, job_id: str, worker_id: str, *, code: str, detail: str, now: datetime
+) -> bool:
+    """The reconciler holding `job_id` could prove neither that Twilio holds it nor that it does
+    not: the job waits for a person (resolve_sent / resolve_not_sent) and is never resent on its own.
+    A status callback naming the job still resolves it (apply_status: needs_review ranks as unknown)."""
+    return _reconciler_moves(
+        session, job_id, worker_id, to=S.NEEDS_REVIEW, now=now, code=code, detail=detail, extra={}
+    )
+
+
+def requeue_unknown(session: Session, job_id: str, worker_id: str, *, now: datetime, detail: str) -> bool:
+    """Back to 'planned' for a real send, by the reconciler holding `job_id`, once it has proof that
+    Twilio has no such message."""
+    return _reconciler_moves(
+        session,
+        job_id,
+        worker_id,
+        to=S.PLANNED,
+        now=now,
+        code=None,
+        detail=detail,
+        extra={"next_attempt_at": now},
+    )
+
+
+def defer_unknown(session: Session, job_id: str, worker_id: str, *, until: datetime, now: datetime) -> bool:
+    """The reconciler holding `job_id` cannot decide yet: it stays 'unknown', unclaimed, and is not
+    looked at again before `until` (a status callback naming it may resolve it meanwhile)."""
+    now = require_aware(now)
+    stmt = (
+        sa.update(_OUTBOX)
+        .where(
+            _OUTBOX.c.job_id == job_id,
+            _OUTBOX.c.status == S.UNKNOWN.value,
+            _OUTBOX.c.claimed_by == worker_id,
+        )
+        .values(
+            next_attempt_at=require_aware(until, "until"), claimed_by=None, claim_expires=None, updated_at=now
+        )
+        .returning(_OUTBOX.c.job_id)
+    )
+    return session.execute(stmt).first() is not None
+
+
+def _reconciler_moves(
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    *,
+    to: MessageStatus,
+    now: datetime,
+    code: str | None,
+    detail: str,
+    extra: Mapping[str, Any],
+) -> bool:
+    """An 'unknown' job moved by the reconciler that still holds its claim (checked in the UPDATE:
+    a reconciler whose lease ran out, and whose job another one took, changes nothing)."""
+    now = require_aware(now)
+    values: dict[str, Any] = {
+        "status": to.value,
+        "claimed_by": None,
+        "claim_expires": None,
+        "updated_at": now,
+    }
+    if to is S.NEEDS_REVIEW:
+        values.update(error_code=code, error_message=detail)
+    values.update(extra)
+    stmt = (
+        sa.update(_OUTBOX)
+        .where(
+            _OUTBOX.c.job_id == job_id,
+            _OUTBOX.c.status == S.UNKNOWN.value,
+            _OUTBOX.c.claimed_by == worker_id,
+            _OUTBOX.c.claim_expires >= now,
+        )
+        .values(**values)
+        .returning(_OUTBOX.c.job_id)
+    )
+    if session.execute(stmt).first() is None:
+        return False
+    _add_events(
+        session, [job_id], status=to, source=EventSource.RECONCILE, now=now, error_code=code, detail=detail
+    )
+    return True
+
+
+def _review_row(session: Session, job_id: str) -> Any:
+    row = session.execute(
+        sa.select(_OUTBOX.c.id, _OUTBOX.c.status, _OUTBOX.c.recipient, _OUTBOX.c.channel)
+        .where(_OUTBOX.c.job_id == job_id)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise ReviewError(f"job {job_id!r}: no such job in the outbox")
+    if row.status != S.NEEDS_REVIEW.value:
+        raise ReviewError(f"job {job_id!r}: status is {row.status!r}, not 'needs_review'; nothing to resolve")
+    return row
+
+
+def review_target(session: Session, job_id: str) -> tuple[str | None, str]:
+    """The recipient and channel of a job awaiting review (ReviewError if it is not awaiting one)."""
+    row = _review_row(session, job_id)
+    return row.recipient, row.channel
+
+
+def resolve_sent(
+    session: Session,
+    job_id: str,
+    *,
+    sid: str,
+    twilio_status: str,
+    actor: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """An operator found the job's message at Twilio: it is recorded with that SID, never resent.
+    One audit entry says who and why."""
+    _review_row(session, job_id)
+    if sids_owned_elsewhere(session, [sid], job_id):
+        raise ReviewError(f"sid {sid}: already recorded for another job")
+    mark_sent_many(session, [Accepted(job_id, sid, twilio_status)], now=now, source=EventSource.OPERATOR)
+    record_audit(
+        session,
+        actor=actor,
+        action="message.resolved_sent",
+        subject=job_id,
+        now=now,
+        details={"sid": sid, "twilio_status": twilio_status, "reason": reason},
+    )
+
+
+def resolve_not_sent(session: Session, job_id: str, *, actor: str, reason: str, now: datetime) -> None:
+    """An operator established that Twilio has no such message: the job goes back to 'planned' and
+    is sent once more. One audit entry says who and why."""
+    _review_row(session, job_id)
+    _transition(
+        session,
+        job_id,
+        allowed_from=frozenset({S.NEEDS_REVIEW}),
+        to=S.PLANNED,
+        now=now,
+        source=EventSource.OPERATOR,
+        detail=f"not at Twilio, says {actor}: {reason}",
+        extra={"next_attempt_at": require_aware(now), "error_code": None, "error_message": None},
+    )
+    record_audit(
+        session,
+        actor=actor,
+        action="message.resolved_not_sent",
+        subject=job_id,
+        now=now,
+        details={"reason": reason},
     )

@@ -13,7 +13,11 @@ State machine (who moves a message, and when):
                ─ permanent 4xx ► failed (terminal)      ─ 21610 ► opted_out (terminal)
                ─ timeout/5xx ──► unknown  (the request may have reached Twilio: reconcile, never resend blind)
                ─ worker crash ─► unknown  (claim expired while submitting; found by the next claim_due)
-    unknown ─ reconcile finds the message ─► queued/sent/... ; finds nothing ─► planned (requeue)
+    unknown ─ reconcile finds the message ─► queued/sent/... ; proves it absent ─► planned (requeue)
+            ─ reconcile cannot decide (list too long, ambiguous, refused) ─► needs_review
+    needs_review ─ an operator: `messages resolve JOB --sent SID` ─► queued/sent/... (that SID)
+                 ─ an operator: `messages resolve JOB --not-sent` ─► planned (sent once more)
+                 ─ a status callback naming the job (?job=) ─► queued/sent/... (Twilio had it)
     queued/sending/sent ─ callback ─► undelivered / failed (terminal)
 
 `submitting` is our own "HTTP call in flight" state and is committed BEFORE the call, so a crash
@@ -38,6 +42,7 @@ class MessageStatus(StrEnum):
     HELD = "held"
     SUBMITTING = "submitting"
     UNKNOWN = "unknown"
+    NEEDS_REVIEW = "needs_review"  # reconciliation could not prove sent or not sent: a person decides
     QUEUED = "queued"
     SENDING = "sending"
     SENT = "sent"
@@ -58,6 +63,7 @@ class EventSource(StrEnum):
     DISPATCHER = "dispatcher"
     CALLBACK = "callback"
     RECONCILE = "reconcile"
+    OPERATOR = "operator"  # a person resolved it (`ml-connector messages resolve`)
 
 
 S = MessageStatus
@@ -68,13 +74,14 @@ TERMINAL: frozenset[MessageStatus] = frozenset({S.DELIVERED, S.UNDELIVERED, S.FA
 CLAIMABLE: frozenset[MessageStatus] = frozenset({S.PLANNED, S.HELD})
 
 # Statuses in which Twilio may or may not hold the message.
-IN_DOUBT: frozenset[MessageStatus] = frozenset({S.SUBMITTING, S.UNKNOWN})
+IN_DOUBT: frozenset[MessageStatus] = frozenset({S.SUBMITTING, S.UNKNOWN, S.NEEDS_REVIEW})
 
 RANK: dict[MessageStatus, int] = {
     S.PLANNED: 0,
     S.HELD: 0,
     S.SUBMITTING: 1,
     S.UNKNOWN: 1,
+    S.NEEDS_REVIEW: 1,
     S.QUEUED: 2,
     S.SENDING: 3,
     S.SENT: 4,

@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -62,6 +63,14 @@ VERIFY_CHANNELS = frozenset({"sms", "call", "email", "whatsapp", "sna", "auto"})
 
 Sleep = Callable[[float], Awaitable[None]]
 FormData = dict[str, str | list[str]]
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    """One page of a Messages list: its records, newest first, and whether it is the list's end."""
+
+    messages: tuple[MessageRecord, ...]
+    last: bool
 
 
 class TwilioClientConfig(BaseModel):
@@ -212,7 +221,23 @@ class TwilioClient:
         page_size: int = 50,
     ) -> AsyncIterator[MessageRecord]:
         """Messages newest first, following next_page_uri. `date_sent_after` is inclusive (DateSent>=,
-        whole UTC days: Twilio filters by date only). Used to reconcile an unknown outcome."""
+        whole UTC days: Twilio filters by date only, and a message still queued has no date_sent)."""
+        async for page in self.list_message_pages(
+            to=to, from_=from_, date_sent_after=date_sent_after, page_size=page_size
+        ):
+            for record in page.messages:
+                yield record
+
+    async def list_message_pages(
+        self,
+        *,
+        to: str | None = None,
+        from_: str | None = None,
+        date_sent_after: date | None = None,
+        page_size: int = 50,
+    ) -> AsyncGenerator[MessagePage, None]:
+        """list_messages a page at a time, so that a caller knows where the list ends (the last page
+        has no next_page_uri): reconciliation reads a recipient's list back to a submit time."""
         if not 1 <= page_size <= 1000:
             raise ValueError("page_size must be 1..1000 (ListMessage PageSize)")
         params: dict[str, str] = {"PageSize": str(page_size)}
@@ -226,9 +251,9 @@ class TwilioClient:
         query: dict[str, str] | None = params
         while url:
             page = await self._request("list_messages", "GET", url, params=query)
-            for item in page.get("messages") or []:
-                yield MessageRecord.model_validate(item)
             next_uri = page.get("next_page_uri")
+            records = tuple(MessageRecord.model_validate(item) for item in page.get("messages") or [])
+            yield MessagePage(messages=records, last=not next_uri)
             # next_page_uri is relative and already carries every query parameter.
             url = urljoin(self._api + "/", next_uri) if next_uri else None
             query = None

@@ -36,6 +36,12 @@ STATUS_LOOKS: dict[str, StatusLook] = {
     S.UNKNOWN: StatusLook(
         "Checking", "warn", "Twilio's answer was lost; being reconciled before any resend."
     ),
+    S.NEEDS_REVIEW: StatusLook(
+        "Needs review",
+        "bad",
+        "Twilio's answer was lost and its list could not prove it sent or not sent: a person checks "
+        "Twilio, then runs `ml-connector messages resolve`.",
+    ),
     S.QUEUED: StatusLook("Queued", "info", "Accepted by Twilio."),
     S.SENDING: StatusLook("Sending", "info", "Twilio is handing it to the carrier."),
     S.SENT: StatusLook("Sent", "info", "The carrier accepted it; no delivery receipt yet."),
@@ -46,7 +52,7 @@ STATUS_LOOKS: dict[str, StatusLook] = {
     S.OPTED_OUT: StatusLook("Opted out", "muted", "Not sent: the recipient replied STOP."),
 }
 
-PROBLEM_STATUSES: frozenset[str] = frozenset({S.FAILED, S.UNDELIVERED})
+PROBLEM_STATUSES: frozenset[str] = frozenset({S.FAILED, S.UNDELIVERED, S.NEEDS_REVIEW})
 
 # A run of 7+ digits with the separators people type: phone numbers inside free text
 # (Twilio's error messages name the number; a skip reason quotes what BC held).
