@@ -93,6 +93,7 @@ def create_app(
         )
 
     from server.web.middleware import request_context_middleware
+    from server.web.ratelimit import rate_limit_middleware
 
     _ = services.metrics  # per-service registry; the BC client counts into it from now on
     handlers = list(route_handlers) if route_handlers is not None else default_routes()
@@ -101,7 +102,8 @@ def create_app(
         route_handlers=handlers,
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
-        middleware=[request_context_middleware],
+        # Outermost first: every answer, a 429 too, gets its request id and access-log line.
+        middleware=[request_context_middleware, rate_limit_middleware(services)],
         after_exception=[log_unhandled],
         openapi_config=OpenAPIConfig(title="ml-connector", version="0.1.0"),
         request_max_body_size=services.settings.max_body_bytes,

@@ -10,6 +10,8 @@ the module that does the work):
     mlc_bc_requests_total{method,status}                 bc.client's on_response hook ("error" = no response)
     mlc_send_latency_seconds{channel}                    dispatcher: rule fired -> Twilio accepted
     mlc_event_loop_lag_seconds                           looplag: how late the event loop woke
+    mlc_rate_limited_total{surface,reason}               ratelimit: 429s (ip, token, lockout) and
+                                                         lockouts started (lockout-started)
 Read from the database at scrape time (so they agree across instances sharing one database):
     mlc_rules_fired_total{rule}          outbox rows each rule planned (sent, skipped or otherwise)
     mlc_messages{status}                 outbox messages in each status
@@ -180,6 +182,13 @@ class ConnectorMetrics:
             buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
+        self.rate_limited = Counter(
+            "mlc_rate_limited",
+            "Requests answered 429 by the rate limits (reason ip, token, lockout), and lockouts started "
+            "(reason lockout-started), in this process",
+            ["surface", "reason"],
+            registry=r,
+        )
         r.register(StoreCollector(services))
 
     def render(self) -> bytes:
@@ -220,3 +229,7 @@ def observe_send(services: Observed, channel: str, planned_at: datetime) -> None
 
 def observe_loop_lag(services: Observed, seconds: float) -> None:
     services.metrics.loop_lag.observe(seconds)
+
+
+def count_rate_limited(services: Observed, surface: str, reason: str) -> None:
+    services.metrics.rate_limited.labels(surface=surface, reason=reason).inc()

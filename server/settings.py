@@ -14,6 +14,7 @@ database encrypted at rest (`ml-connector credentials set`), with these variable
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -234,6 +235,50 @@ class SweepSettings(BaseModel):
     time: str = Field(default="08:00", description="Local time of day (business time zone) of the sweep.")
 
 
+class RateLimitSettings(BaseModel):
+    """Request limits and the lockout on the bearer API and the audit sign-in (server/web/ratelimit.py).
+
+    Counted in the database in fixed windows, so every instance on one database shares the counts.
+    The webhooks and the probes are never limited (a 4xx makes BC delete its subscriptions).
+    """
+
+    enabled: bool = Field(default=True, description="false: no limits and no lockout at all")
+    api_per_token: int = Field(default=600, ge=1, description="requests per API window for one bearer token")
+    api_per_ip: int = Field(
+        default=120, ge=1, description="requests per API window from one address that present no token"
+    )
+    api_window_seconds: int = Field(default=60, ge=1, description="the API counting window")
+    login_attempts: int = Field(
+        default=10, ge=1, description="sign-in attempts per login window, per address and per token typed"
+    )
+    login_window_seconds: int = Field(default=300, ge=1, description="the sign-in counting window")
+    lockout_failures: int = Field(
+        default=20,
+        ge=1,
+        description="refused credentials (401) per lockout window from one address, or of one token, "
+        "that start a lockout",
+    )
+    lockout_window_seconds: int = Field(default=300, ge=1, description="the window failures count in")
+    lockout_seconds: int = Field(
+        default=900, ge=1, description="how long a locked-out address or token is answered 429"
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For names the "
+        "client; empty: the socket peer is the client and the header is ignored",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {value!r}") from None
+        return [value.strip() for value in values]
+
+
 # Flat names of settings that sit in a group, as operators set them before the groups existed:
 # environment name -> (group, field). Documented in docs/operations.md.
 FLAT_NAMES: dict[str, tuple[str, str]] = {
@@ -318,6 +363,7 @@ class Settings(BaseSettings):
     reminders: ReminderSettings = Field(default_factory=ReminderSettings)
     testing: TestModeSettings = Field(default_factory=TestModeSettings)
     sweep: SweepSettings = Field(default_factory=SweepSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     # Encryption at rest of the stored credentials (server/credentials.py). Keys are Fernet keys;
     # the first one encrypts, all of them decrypt (rotation: put the new key first, then

@@ -51,8 +51,17 @@ async def _serve(args: argparse.Namespace) -> int:
         return 2
     app = create_app(services, start_workers=not args.no_workers)
     freeze_startup_heap()
+    # proxy_headers=False: uvicorn would otherwise take the client from X-Forwarded-For of any peer
+    # in FORWARDED_ALLOW_IPS (127.0.0.1 by default); only MLC_RATE_LIMITS__TRUSTED_PROXIES may do
+    # that (server/web/ratelimit.py), so a forged header cannot dodge the per-address limits.
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_config=None, access_log=False, lifespan="on"
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        proxy_headers=False,
     )
     log.info("serving", host=args.host, port=args.port, database=services.db.url.get_backend_name())
     try:

@@ -89,7 +89,11 @@ class Stack:
         build_workers(self.services)
         app = create_app(self.services, route_handlers=self.route_handlers, start_workers=self.start_workers)
         # log_config=None: leave process logging to configure_logging (uvicorn would replace the handlers).
-        config = uvicorn.Config(app, lifespan="on", log_config=None, log_level=None, access_log=False)
+        # proxy_headers=False as in `serve`: the client address is the socket peer unless the
+        # rate-limit settings name a trusted proxy.
+        config = uvicorn.Config(
+            app, lifespan="on", log_config=None, log_level=None, access_log=False, proxy_headers=False
+        )
         self._server = uvicorn.Server(config)
         self._serve_task = asyncio.create_task(self._server.serve(sockets=[sock]))
         for _ in range(1000):

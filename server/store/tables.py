@@ -238,7 +238,6 @@ class InboundMessage(SQLModel, table=True):
     applied: bool = Field(default=False)  # did it change the opt-out registry?
 
 
-
 class Lease(SQLModel, table=True):
     """A named, expiring lock held by one instance (schedules, the subscription manager)."""
 
@@ -374,6 +373,23 @@ class SweepHeldMessage(SQLModel, table=True):
     message: dict[str, Any] = Field(default_factory=dict, sa_type=json_type())
 
 
+class RateLimitCount(SQLModel, table=True):
+    """Requests or refused credentials of one key in one fixed window, or a lockout (server.store.ratelimits).
+
+    `key` is a client address or the hash of a presented token (never the token). Counts are
+    upserted atomically, so every instance on one database adds to the same row.
+    """
+
+    __tablename__ = "rate_limits"
+
+    scope: str = Field(primary_key=True, sa_type=sa.String(16))  # api-token, login-ip, lock-ip, ...
+    key: str = Field(primary_key=True, sa_type=sa.String(64))
+    window_start: datetime = Field(primary_key=True, sa_type=UTCDateTime)
+    count: int = Field(default=0)
+    # The window's end (a lockout: when it is lifted); rows past it are pruned.
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
 ALL_TABLES: tuple[type[SQLModel], ...] = (
     BcSubscription,
     InboxNotification,
@@ -389,4 +405,5 @@ ALL_TABLES: tuple[type[SQLModel], ...] = (
     PendingChange,
     ReminderPause,
     SweepHeldMessage,
+    RateLimitCount,
 )

@@ -234,6 +234,16 @@ def login_form(
     )
 
 
+def login_page(services: Services, *, error: str, next: str = "/audit") -> str:
+    """The sign-in form with an error (server/web/ratelimit.py answers a refused attempt with it)."""
+    return _templates.get_template("login.html").render(
+        **_base_context(services, signed_in=False),
+        next=_safe_next(next),
+        error=error,
+        configured=bool(_api_token(services)),
+    )
+
+
 @dataclass
 class LoginForm:
     token: str = ""
