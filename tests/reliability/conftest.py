@@ -364,6 +364,9 @@ def connector_env(
         "MLC_FETCH_INTERVAL_SECONDS": "0.1",
         "MLC_DISPATCH_INTERVAL_SECONDS": "0.1",
         "MLC_MESSAGES_PER_SECOND": "500",
+        # The harness polls the whole audit API every half second; a soak run's pages would pass
+        # the 600 requests/min of one token (the limit itself: tests/server/web/test_ratelimit.py).
+        "MLC_RATE_LIMITS__API_PER_TOKEN": "100000",
         # Recovery after a kill: leases and grace periods short enough for a test to wait out.
         "MLC_CLAIM_SECONDS": "3",
         "MLC_SUBMIT_LEASE_SECONDS": "3",
