@@ -23,6 +23,8 @@ OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 SAMPLES: dict[str, tuple[str, Any]] = {
     "MLC_TEST_NUMBER": ("+44 7700 900999", "+447700900999"),
     "MLC_TESTING__NUMBER": ("+44 7700 900999", "+447700900999"),
+    # At least one Twilio request's timeouts (validated against the client's settings at start-up).
+    "MLC_RECONCILE_GRACE_SECONDS": ("60", 60.0),
     "MLC_API_IDENTITIES": ('{"dave": "' + "ab" * 32 + '"}', {"dave": "ab" * 32}),
     "MLC_CHANGES__APPROVER_ROLES": (
         '{"treasury": {"dave": "+44 7700 900123"}}',
