@@ -87,8 +87,10 @@ def child_env(sim: Any, database_url: str) -> dict[str, str]:
         "MLC_PUBLIC_BASE_URL": nowhere,
         "MLC_MESSAGES_PER_SECOND": "1000000",
         # A send whose outcome is unknown (a timeout under load) is reconciled before the queue
-        # counts as drained; the simulator's Messages list has no lag, so no grace is needed.
-        "MLC_RECONCILE_GRACE_SECONDS": "1",
+        # counts as drained; the simulator's Messages list has no lag, so such a send is found at
+        # once. The grace applies only to one not found, and start-up refuses one shorter than a
+        # Twilio request's timeouts (server/settings.py): 2 x 5 + 15 + 15 s by default.
+        "MLC_RECONCILE_GRACE_SECONDS": "40",
         "MLC_RECONCILE_INTERVAL_SECONDS": "1",
         **sim.connector_env(),
         # Services always builds a BC client; the dispatcher never calls it.

@@ -344,6 +344,20 @@ class World:
         return figures
 
 
+# Leases and Twilio client timeouts that start-up accepts (server/settings.py, lease_problems) and
+# that a test can wait out. The read timeout leaves room for a Twilio answer (or a slow uplink)
+# of 4 s; one attempt per create, so a refused create is retried by the dispatcher, not in-line.
+SAFE_LEASES: dict[str, str] = {
+    "MLC_TWILIO__CONNECT_TIMEOUT_SECONDS": "0.25",
+    "MLC_TWILIO__WRITE_TIMEOUT_SECONDS": "0.25",
+    "MLC_TWILIO__READ_TIMEOUT_SECONDS": "5",
+    "MLC_TWILIO__MAX_ATTEMPTS": "1",
+    "MLC_CLAIM_SECONDS": "6",
+    "MLC_SUBMIT_LEASE_SECONDS": "6",
+    "MLC_RECONCILE_GRACE_SECONDS": "6",
+}
+
+
 def connector_env(
     *, bc: BCSimulator, twilio: TwilioSimulator, database_url: str, url: str, api_token: str, company: str
 ) -> dict[str, str]:
@@ -367,10 +381,10 @@ def connector_env(
         # The harness polls the whole audit API every half second; a soak run's pages would pass
         # the 600 requests/min of one token (the limit itself: tests/server/web/test_ratelimit.py).
         "MLC_RATE_LIMITS__API_PER_TOKEN": "100000",
-        # Recovery after a kill: leases and grace periods short enough for a test to wait out.
-        "MLC_CLAIM_SECONDS": "3",
-        "MLC_SUBMIT_LEASE_SECONDS": "3",
-        "MLC_RECONCILE_GRACE_SECONDS": "1",
+        # Recovery after a kill: leases and grace periods short enough for a test to wait out, and
+        # safe: the Twilio client's timeouts are short too, so that the leases outlast its calls
+        # (one attempt of 2 x 0.25 + 0.25 + 5 = 5.75 s; start-up refuses leases shorter than that).
+        **SAFE_LEASES,
         "MLC_RECONCILE_INTERVAL_SECONDS": "0.5",
         "MLC_STATUS_POLL_AFTER_SECONDS": "2",
         "MLC_CHANGES__WRITE_LEASE_SECONDS": "1",

@@ -25,6 +25,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "MLC_TESTING__NUMBER": ("+44 7700 900999", "+447700900999"),
     # At least one Twilio request's timeouts (validated against the client's settings at start-up).
     "MLC_RECONCILE_GRACE_SECONDS": ("60", 60.0),
+    "MLC_CLAIM_SECONDS": ("60", 60.0),
+    "MLC_SUBMIT_LEASE_SECONDS": ("600", 600.0),
     "MLC_API_IDENTITIES": ('{"dave": "' + "ab" * 32 + '"}', {"dave": "ab" * 32}),
     "MLC_CHANGES__APPROVER_ROLES": (
         '{"treasury": {"dave": "+44 7700 900123"}}',
@@ -166,3 +168,41 @@ def test_approver_roles_and_identities_are_checked_at_start_up(
     with pytest.raises(ValidationError) as raised:
         Settings(_env_file=None)
     assert message in str(raised.value)
+
+
+def test_leases_are_checked_against_the_twilio_clients_own_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.settings import SettingsError, load_settings
+    from server.twilio.client import TwilioClientConfig
+
+    for name, value in {
+        "MLC_TWILIO__CONNECT_TIMEOUT_SECONDS": "1",
+        "MLC_TWILIO__WRITE_TIMEOUT_SECONDS": "2",
+        "MLC_TWILIO__READ_TIMEOUT_SECONDS": "3",
+        "MLC_TWILIO__MAX_ATTEMPTS": "2",
+        "MLC_TWILIO__RETRY_AFTER_LIMIT_SECONDS": "4",
+        "MLC_SUBMIT_LEASE_SECONDS": "11.5",  # 2 x 7 s + 4 s = 18 s needed
+        "MLC_RECONCILE_GRACE_SECONDS": "7",  # one attempt: 2 x 1 + 2 + 3 = 7 s, enough
+        "MLC_CLAIM_SECONDS": "6",  # shorter than one attempt
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    line = str(refused.value.code)
+    assert "\n" not in line and line.startswith("ml-connector: refusing to start:")
+    assert "MLC_SUBMIT_LEASE_SECONDS=11.5" in line and "18 s" in line
+    assert "MLC_CLAIM_SECONDS=6" in line and "MLC_RECONCILE_GRACE_SECONDS" not in line
+
+    monkeypatch.setenv("MLC_SUBMIT_LEASE_SECONDS", "18.5")
+    monkeypatch.setenv("MLC_CLAIM_SECONDS", "7")
+    settings = load_settings()
+    # The bound is the client's: the client is built from the same settings.
+    config = TwilioClientConfig.from_settings(settings.twilio)
+    assert (config.connect_timeout, config.write_timeout, config.read_timeout) == (1, 2, 3)
+    assert (config.retry.max_attempts, config.retry.max_retry_after) == (2, 4)
+    assert settings.twilio.call_seconds() == 18
+
+
+def test_the_default_leases_outlast_the_default_client() -> None:
+    settings = Settings()
+    assert settings.twilio.call_seconds() == 320  # 5 x (2 x 5 + 15 + 15) + 4 x 30
+    assert settings.submit_lease_seconds > 320 and settings.reconcile_grace_seconds >= 40

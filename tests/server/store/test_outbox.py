@@ -299,3 +299,64 @@ def test_engine_planned_message_fits_the_outbox(engine: Engine, clock: ManualClo
         "21:00-08:00",
         "planned",
     )
+
+
+def test_submitting_needs_the_holders_unexpired_claim_checked_in_the_sql(
+    engine: Engine, clock: ManualClock, planned: PlannedFactory
+) -> None:
+    job = planned(1).job_id
+    with session_scope(engine) as session:
+        outbox.insert_planned(session, [planned(1)], company_id="c1", now=clock.now())
+        outbox.claim_due(session, "w1", now=clock.now(), limit=1, lease_seconds=30)
+    clock.advance(timedelta(seconds=30))  # the claim has run out; nobody has taken it over yet
+    with session_scope(engine) as session:
+        expired = outbox.mark_submitting(session, job, "w1", now=clock.now(), lease_seconds=60)
+        renewed = outbox.renew_claims(session, [job], "w1", now=clock.now(), lease_seconds=30)
+    assert (expired, renewed) == (False, set())
+    with session_scope(engine) as session:
+        detail = get_message(session, job)
+    assert detail is not None
+    assert (detail.message.status, detail.message.attempts) == ("planned", 0)
+    assert [e.status for e in detail.events] == ["planned"]
+
+
+def test_a_job_named_twice_in_one_submitting_write_moves_once(
+    engine: Engine, clock: ManualClock, planned: PlannedFactory
+) -> None:
+    one, two = planned(1).job_id, planned(2).job_id
+    with session_scope(engine) as session:
+        outbox.insert_planned(session, [planned(1), planned(2)], company_id="c1", now=clock.now())
+        outbox.claim_due(session, "w1", now=clock.now(), limit=2, lease_seconds=30)
+    with session_scope(engine) as session:
+        answers = outbox.mark_submitting_each(
+            session, [one, two, one], "w1", now=clock.now(), lease_seconds=60
+        )
+    assert answers == [True, True, False]  # the second caller holding `one` must not send
+    with session_scope(engine) as session:
+        detail = get_message(session, one)
+    assert detail is not None and detail.message.attempts == 1
+    assert [e.status for e in detail.events] == ["planned", "submitting"]
+
+
+def test_a_renewed_claim_outlives_its_first_lease_and_held_jobs_are_not_claimed_again(
+    engine: Engine, clock: ManualClock, planned: PlannedFactory
+) -> None:
+    one, two = planned(1).job_id, planned(2).job_id
+    with session_scope(engine) as session:
+        outbox.insert_planned(session, [planned(1), planned(2)], company_id="c1", now=clock.now())
+        outbox.claim_due(session, "w1", now=clock.now(), limit=2, lease_seconds=30)
+    clock.advance(timedelta(seconds=20))
+    with session_scope(engine) as session:
+        assert outbox.renew_claims(session, [one], "w1", now=clock.now(), lease_seconds=30) == {one}
+        assert outbox.renew_claims(session, [two], "w2", now=clock.now(), lease_seconds=30) == set()
+    clock.advance(timedelta(seconds=20))  # 40 s: `one` was renewed, `two` ran out
+    with session_scope(engine) as session:
+        # The same worker holds `two` in memory still: its expired claim is not taken again.
+        again = outbox.claim_due(session, "w1", now=clock.now(), limit=10, lease_seconds=30, exclude=[two])
+        other = outbox.claim_due(session, "w2", now=clock.now(), limit=10, lease_seconds=30)
+    assert again == []
+    assert [m.job_id for m in other] == [two]
+    with session_scope(engine) as session:
+        assert outbox.mark_submitting(session, one, "w1", now=clock.now(), lease_seconds=60)
+        assert not outbox.mark_submitting(session, two, "w1", now=clock.now(), lease_seconds=60)
+        assert outbox.mark_submitting(session, two, "w2", now=clock.now(), lease_seconds=60)
