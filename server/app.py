@@ -93,6 +93,7 @@ def create_app(
         )
 
     from server.web.middleware import request_context_middleware
+    from server.web.params import bounded_json_body
     from server.web.ratelimit import rate_limit_middleware
 
     _ = services.metrics  # per-service registry; the BC client counts into it from now on
@@ -107,6 +108,7 @@ def create_app(
         after_exception=[log_unhandled],
         openapi_config=OpenAPIConfig(title="ml-connector", version="0.1.0"),
         request_max_body_size=services.settings.max_body_bytes,
+        before_request=bounded_json_body,  # JSON nested deeper than MAX_JSON_DEPTH: 400
         state=app_state,  # type: ignore[arg-type]
         debug=debug,
     )

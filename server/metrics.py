@@ -5,7 +5,8 @@ This module sits below server.services: it knows the service only by the attribu
 
 Counted in-process where the event happens (each through one small function below, called from
 the module that does the work):
-    mlc_bc_notifications_received_total{entity,outcome}   bc_webhook: stored / duplicate / rejected
+    mlc_bc_notifications_received_total{entity,outcome}   bc_webhook: stored / duplicate / rejected;
+                                                          malformed / too_large (entity "unknown": answered 202, nothing stored)
     mlc_bc_records_fetched_total{entity}                 fetcher
     mlc_bc_requests_total{method,status}                 bc.client's on_response hook ("error" = no response)
     mlc_send_latency_seconds{channel}                    dispatcher: rule fired -> Twilio accepted

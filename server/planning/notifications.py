@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from server.bc.models import ChangeType, NotificationItem, Timestamp
 from server.metrics import count_notifications
 from server.runtime.crashpoints import crash_point
+from server.runtime.jsondepth import check_json_depth
 from server.runtime.logs import get_logger
 from server.services import Services
 from server.store.db import read_scope
@@ -51,7 +52,9 @@ class Verdict:
 
 
 def parse_body(raw: bytes) -> list[Any]:
-    """The `value` array of a notification POST; ValueError (-> 400) when the body is not that shape."""
+    """The `value` array of a notification POST; ValueError when the body is not that shape or nests
+    deeper than MAX_JSON_DEPTH."""
+    check_json_depth(raw)  # JSONTooDeepError, a ValueError: json.loads recurses (RecursionError)
     try:
         body = json.loads(raw.decode("utf-8-sig"))  # BC sends no BOM since v19; older ones did
     except (UnicodeDecodeError, ValueError) as exc:
@@ -106,7 +109,9 @@ def decode_items(raw: bytes) -> list[Item] | None:
     """
     try:
         wire = _WIRE.decode(raw).value
-    except ValueError:  # msgspec.DecodeError (and ValidationError), or UnicodeDecodeError
+    except (ValueError, RecursionError):
+        # msgspec.DecodeError (and ValidationError), UnicodeDecodeError; RecursionError: a deeply
+        # nested unknown field (msgspec recurses to skip it). parse_body then names the fault.
         return None
     times: dict[str, datetime] = {}
     items: list[Item] = []

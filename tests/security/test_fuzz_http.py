@@ -1,7 +1,8 @@
 """Every HTTP endpoint, fuzzed from the served OpenAPI document (hypothesis): malformed JSON and forms,
 wrong content types, unicode and control characters, missing/extra fields, hostile path and query
 values, with no, a wrong or the right bearer token. Each answer is < 500, and nothing is stored.
-A body over the configured limit is answered 413 on every endpoint.
+A body over the configured limit is answered 413 on every endpoint but /webhooks/bc (202: BC must
+never see a 4xx), and a JSON body nested past the bound never gets a 5xx.
 
 MLC_FUZZ_EXAMPLES sets the examples per run (default 300; a soak run might use 20000).
 """
@@ -170,22 +171,46 @@ async def test_fuzzed_requests_never_answer_5xx_nor_store_anything(stack: Stack)
     )
 
 
-async def test_oversized_bodies_get_413_everywhere(stack: Stack) -> None:
+async def body_endpoints(http: httpx.AsyncClient) -> list[str]:
+    """Every endpoint that reads a body: those with a requestBody, and the webhooks (raw bodies)."""
+    doc = (await http.get("/schema/openapi.json")).json()
+    posts = [
+        path.replace("{change_id}", "1").replace("{pause_id}", "1")
+        for path, ops in doc["paths"].items()
+        if "post" in ops and ("requestBody" in ops["post"] or path.startswith("/webhooks/"))
+    ]
+    assert len(posts) >= 5
+    return posts
+
+
+async def test_oversized_bodies_get_413_everywhere_but_2xx_from_the_bc_webhook(stack: Stack) -> None:
+    """BC deletes every subscription on a URL that answers a 4xx: /webhooks/bc answers 202, storing nothing."""
     limit = stack.settings.max_body_bytes
     oversized = b"{" + b" " * limit + b"}"
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
-        doc = (await http.get("/schema/openapi.json")).json()
-        # Every endpoint that reads a body: those with a requestBody, and the webhooks (raw bodies).
-        posts = [
-            path
-            for path, ops in doc["paths"].items()
-            if "post" in ops and ("requestBody" in ops["post"] or path.startswith("/webhooks/"))
-        ]
-        assert len(posts) >= 5
         before = row_counts(stack)
-        for path in posts:
-            path = path.replace("{change_id}", "1")
+        for path in await body_endpoints(http):
             headers = {"Authorization": f"Bearer {stack.api_token}", "Content-Type": "application/json"}
             response = await http.post(path, content=oversized, headers=headers)
-            assert response.status_code == 413, (path, response.status_code, response.text[:200])
+            expected = 202 if path == "/webhooks/bc" else 413
+            assert response.status_code == expected, (path, response.status_code, response.text[:200])
+        assert row_counts(stack) == before
+
+
+@pytest.mark.parametrize("depth", [33, 20_000])
+async def test_deeply_nested_json_is_never_a_5xx(stack: Stack, depth: int) -> None:
+    """A JSON body nested past the bound (32) on every endpoint that reads a body: the JSON API says
+    400 and names the bound (the Twilio webhooks too, before their signature check), /webhooks/bc
+    says 202. Nothing is stored."""
+    deep = b'{"value": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+        before = row_counts(stack)
+        for path in await body_endpoints(http):
+            headers = {"Authorization": f"Bearer {stack.api_token}", "Content-Type": "application/json"}
+            response = await http.post(path, content=deep, headers=headers)
+            if path == "/webhooks/bc":
+                assert response.status_code == 202, (path, response.text[:200])
+            else:
+                assert response.status_code == 400, (path, response.status_code, response.text[:200])
+                assert response.json()["detail"] == "request body: JSON nested deeper than 32 levels"
         assert row_counts(stack) == before

@@ -118,10 +118,12 @@ async def test_an_overlong_record_id_is_dropped_not_a_batch_failure(stack: Stack
     assert [r.record_id for r in inbox_rows(stack)] == [adatum]
 
 
-async def test_malformed_json_is_400(lite_stack: Stack) -> None:
-    assert (await post(lite_stack, content=b"{not json")).status_code == 400
-    assert (await post(lite_stack, {"items": []})).status_code == 400
-    assert (await post(lite_stack, content=b'{"value": [{"resource": "\xff"}]}')).status_code == 400
+async def test_malformed_json_is_2xx_and_stores_nothing(lite_stack: Stack) -> None:
+    """Never a 4xx: BC deletes every subscription on the URL after one (codeunit 6154)."""
+    for content in (b"{not json", b'{"items": []}', b'{"value": [{"resource": "\xff"}]}'):
+        response = await post(lite_stack, content=content)
+        assert response.status_code == 202, content
+        assert response.text.startswith("nothing stored: "), response.text
     assert inbox_rows(lite_stack) == []
 
 
