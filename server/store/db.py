@@ -183,3 +183,53 @@ def upsert_statement(
 def ping(session: Session) -> None:
     """One round trip to the database (raises SQLAlchemyError when it does not answer)."""
     session.exec(sa.select(1))  # type: ignore[call-overload]
+
+
+# How long the /ready write probe waits for SQLite's write lock (a busy writer is not a failure;
+# one that holds the lock for longer than this is).
+WRITE_PROBE_TIMEOUT_MS = 500
+
+
+def write_probe(engine: Engine) -> None:
+    """Write, as this instance would, in a transaction that is then rolled back; raises
+    SQLAlchemyError when the write fails. A read (ping) passes on a database that cannot store
+    anything: a full disk, a read-only PostgreSQL (default_transaction_read_only, a standby), a
+    SQLite write lock held by another process.
+
+    SQLite: BEGIN IMMEDIATE takes the write lock; the probe then creates a table and writes two
+    pages into it, so it needs pages the file does not have yet (a full disk fails here with
+    SQLITE_FULL: https://www.sqlite.org/rescode.html#full). The rollback leaves the file as it was.
+    PostgreSQL: an INSERT into leases (a read-only transaction refuses it: 25006), rolled back.
+    """
+    with engine.connect() as conn:
+        sqlite_file = not is_postgres(conn)
+        # On the driver's connection: through SQLAlchemy the PRAGMA would begin (BEGIN IMMEDIATE).
+        driver: Any = conn.connection.driver_connection
+        if sqlite_file:
+            driver.execute(f"PRAGMA busy_timeout={WRITE_PROBE_TIMEOUT_MS}")
+        try:
+            with conn.begin() as tx:
+                if sqlite_file:
+                    conn.exec_driver_sql("CREATE TABLE mlc_write_probe (b BLOB)")
+                    conn.exec_driver_sql("INSERT INTO mlc_write_probe VALUES (zeroblob(8192))")
+                else:
+                    conn.exec_driver_sql(
+                        "INSERT INTO leases (name, holder, expires_at, acquired_at, generation) "
+                        "VALUES ('ready-write-probe', 'ready', now(), now(), 0) ON CONFLICT DO NOTHING"
+                    )
+                tx.rollback()
+        finally:
+            if sqlite_file:
+                driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+
+def write_failure(exc: sa.exc.SQLAlchemyError) -> str:
+    """What a failed write probe means, in a few words (never the statement or its parameters)."""
+    text = str(getattr(exc, "orig", exc) or exc).lower()
+    if "locked" in text or "busy" in text:
+        return "locked: another process holds the write lock"
+    if "full" in text:
+        return "cannot write: database or disk is full"
+    if "read-only" in text or "readonly" in text:
+        return "cannot write: the database is read-only"
+    return f"cannot write: {type(getattr(exc, 'orig', exc)).__name__}"

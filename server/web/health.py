@@ -1,13 +1,13 @@
 """Liveness and readiness.
 
 /health answers as long as the process serves HTTP. /ready says whether the connector can do its job:
-the database answers, the worker loops are running (when this instance runs workers), and no BC
+the database answers and this instance can write to it (a real write, rolled back: store.db
+write_probe), the worker loops are running (when this instance runs workers), and no BC
 subscription it relies on has expired or been dropped.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,30 +15,13 @@ from litestar import Response, get
 from litestar.di import NamedDependency
 
 from server.services import Services
-from server.store.db import ping, read_scope
+from server.store.db import ping, read_scope, write_failure, write_probe
 from server.store.subscriptions import list_subscriptions
 
 
 @get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
-
-
-def sqlite_write_lock_free(engine: sa.Engine) -> bool | None:
-    """SQLite only: can a write start now? In WAL mode reads go on while another process holds the
-    write lock, so a read probe alone would call a connector that cannot store anything ready."""
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    probe = sqlite3.connect(url.database, timeout=0.5, isolation_level=None)
-    try:
-        probe.execute("BEGIN IMMEDIATE")
-        probe.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        probe.close()
 
 
 def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
@@ -55,9 +38,12 @@ def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
                 for s in subs
                 if s.status == "dropped" or (s.expires_at is not None and s.expires_at <= now)
             ]
-        writable = sqlite_write_lock_free(services.db)
-        checks["database"] = "ok" if writable is not False else "locked: another process holds the write lock"
-        ok = ok and writable is not False
+        try:
+            write_probe(services.db)
+            checks["database"] = "ok"
+        except sa.exc.SQLAlchemyError as exc:
+            checks["database"] = write_failure(exc)
+            ok = False
         checks["subscriptions"] = "ok" if not bad else f"expired or dropped: {', '.join(sorted(bad))}"
         ok = ok and not bad
     except sa.exc.SQLAlchemyError as exc:
