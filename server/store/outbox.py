@@ -5,7 +5,8 @@ The life of a message is in states.py. Rules that keep "never send twice, never 
 - claim_due hands a row to exactly one worker (FOR UPDATE SKIP LOCKED on PostgreSQL; on SQLite
   every transaction holds the write lock from BEGIN IMMEDIATE, see db.py).
 - mark_submitting is committed BEFORE the HTTP call to Twilio, and only succeeds for the worker
-  holding the claim. A 'submitting' row whose claim expires (the worker died mid-call) becomes
+  holding an unexpired claim (checked in the UPDATE itself), once per job even when a caller
+  names a job twice. A 'submitting' row whose claim expires (the worker died mid-call) becomes
   'unknown' for reconciliation, never 'planned': the request may have reached Twilio.
   So the claim given to mark_submitting must outlast the HTTP client's total timeout.
 - Status updates only move forward (states.is_advance), so replays and reordering are harmless.
