@@ -523,6 +523,13 @@ def lease_problems(settings: Settings) -> list[str]:
             f"MLC_CLAIM_SECONDS={settings.claim_seconds:g} must be at least one Twilio request's "
             f"timeouts, {attempt:g} s ({client}): a claimed job may wait that long for a send slot"
         )
+    if settings.reconcile_lease_seconds < attempt:
+        # One look-up at Twilio (a page of the Messages list) may take this long; a shorter lease
+        # hands the job to another reconciler while the first still reads.
+        problems.append(
+            f"MLC_RECONCILE_LEASE_SECONDS={settings.reconcile_lease_seconds:g} must be at least one Twilio "
+            f"request's timeouts, {attempt:g} s ({client})"
+        )
     return problems
 
 

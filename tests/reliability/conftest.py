@@ -355,6 +355,8 @@ SAFE_LEASES: dict[str, str] = {
     "MLC_CLAIM_SECONDS": "6",
     "MLC_SUBMIT_LEASE_SECONDS": "6",
     "MLC_RECONCILE_GRACE_SECONDS": "6",
+    # A killed reconciler's unknown sends wait out this lease before another one looks them up.
+    "MLC_RECONCILE_LEASE_SECONDS": "6",
 }
 
 

@@ -71,17 +71,22 @@ def render(figures: dict[str, dict[str, Any]]) -> str:
         "",
         "## Random SIGKILLs during a burst",
         "",
-        "| backend | records | kills survived | expected | sent | duplicated | lost | final in audit | seed | reproduce |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| backend | instances | records | kills survived | expected | sent | duplicated | lost | final in audit "
+        "| seed | reproduce |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, f in figures.items():
         if key.startswith("random-kills-"):
             final = f["audit_rows"] - f["not_final"]
-            test = (
-                f"tests/reliability/test_random_kills.py::test_random_sigkills_during_a_burst[{f['backend']}]"
+            instances = f.get("instances", 1)
+            name = (
+                f"test_random_sigkills_during_a_burst[{f['backend']}]"
+                if instances == 1
+                else "test_random_sigkills_of_two_instances_on_one_database[postgres]"
             )
+            test = f"tests/reliability/test_random_kills.py::{name}"
             out.append(
-                f"| {f['backend']} | {f['records']} | {f['kills']} | {f['expected']} | {f['sent']} | "
+                f"| {f['backend']} | {instances} | {f['records']} | {f['kills']} | {f['expected']} | {f['sent']} | "
                 f"{f['duplicated']} | {f['lost']} | {final}/{f['audit_rows']} | {f['seed']} | "
                 f"`MLC_KILL_SEED={f['seed']} {PYTEST} '{test}'` |"
             )

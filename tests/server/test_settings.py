@@ -27,6 +27,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "MLC_RECONCILE_GRACE_SECONDS": ("60", 60.0),
     "MLC_CLAIM_SECONDS": ("60", 60.0),
     "MLC_SUBMIT_LEASE_SECONDS": ("600", 600.0),
+    "MLC_RECONCILE_LEASE_SECONDS": ("60", 60.0),
     "MLC_API_IDENTITIES": ('{"dave": "' + "ab" * 32 + '"}', {"dave": "ab" * 32}),
     "MLC_CHANGES__APPROVER_ROLES": (
         '{"treasury": {"dave": "+44 7700 900123"}}',
@@ -183,6 +184,7 @@ def test_leases_are_checked_against_the_twilio_clients_own_timeouts(monkeypatch:
         "MLC_SUBMIT_LEASE_SECONDS": "11.5",  # 2 x 7 s + 4 s = 18 s needed
         "MLC_RECONCILE_GRACE_SECONDS": "7",  # one attempt: 2 x 1 + 2 + 3 = 7 s, enough
         "MLC_CLAIM_SECONDS": "6",  # shorter than one attempt
+        "MLC_RECONCILE_LEASE_SECONDS": "5",  # shorter than one attempt
     }.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as refused:
@@ -191,9 +193,11 @@ def test_leases_are_checked_against_the_twilio_clients_own_timeouts(monkeypatch:
     assert "\n" not in line and line.startswith("ml-connector: refusing to start:")
     assert "MLC_SUBMIT_LEASE_SECONDS=11.5" in line and "18 s" in line
     assert "MLC_CLAIM_SECONDS=6" in line and "MLC_RECONCILE_GRACE_SECONDS" not in line
+    assert "MLC_RECONCILE_LEASE_SECONDS=5" in line
 
     monkeypatch.setenv("MLC_SUBMIT_LEASE_SECONDS", "18.5")
     monkeypatch.setenv("MLC_CLAIM_SECONDS", "7")
+    monkeypatch.setenv("MLC_RECONCILE_LEASE_SECONDS", "7")
     settings = load_settings()
     # The bound is the client's: the client is built from the same settings.
     config = TwilioClientConfig.from_settings(settings.twilio)
