@@ -151,6 +151,10 @@ class Reconciler:
         batch = await asyncio.to_thread(self._claim, now)
         resolved = 0
         for message in batch:
+            # The batch shares one lease, and each look-up may take one Twilio request's timeouts:
+            # each job gets a whole lease when its turn comes, or is left to whoever holds it now.
+            if not await asyncio.to_thread(self._renew, message.job_id):
+                continue
             try:
                 outcome = await self.reconcile(message)
             except DeliveryError as exc:
@@ -215,6 +219,19 @@ class Reconciler:
                 limit=self.policy.batch_size,
                 lease_seconds=self.policy.lease_seconds,
             )
+
+    def _renew(self, job_id: str) -> bool:
+        now = self.services.clock.now()
+        with session_scope(self.services.db) as session:
+            renewed = outbox.renew_claims(
+                session,
+                [job_id],
+                self.worker_id,
+                now=now,
+                lease_seconds=self.policy.lease_seconds,
+                statuses=[MessageStatus.UNKNOWN],
+            )
+        return job_id in renewed
 
     def _release(self, job_ids: Sequence[str]) -> None:
         now = self.services.clock.now()

@@ -244,11 +244,18 @@ def claim_due(
 
 
 def renew_claims(
-    session: Session, job_ids: Iterable[str], worker_id: str, *, now: datetime, lease_seconds: float
+    session: Session,
+    job_ids: Iterable[str],
+    worker_id: str,
+    *,
+    now: datetime,
+    lease_seconds: float,
+    statuses: Iterable[MessageStatus] = CLAIMABLE,
 ) -> set[str]:
-    """Extend `worker_id`'s unexpired claims on these jobs, still waiting to be sent, to `now` +
-    `lease_seconds`. Returns the job ids renewed: a job missing from it is no longer this worker's
-    (its claim ran out, or it was taken over or finished) and must not be sent by it."""
+    """Extend `worker_id`'s unexpired claims on these jobs, still in `statuses` (waiting to be sent,
+    by default), to `now` + `lease_seconds`. Returns the job ids renewed: a job missing from it is
+    no longer this worker's (its claim ran out, or it was taken over or finished) and must not be
+    sent, or reconciled, by it."""
     now = require_aware(now)
     ids = sorted(set(job_ids))
     if not ids:
@@ -261,7 +268,7 @@ def renew_claims(
             _OUTBOX.c.job_id.in_(ids),
             _OUTBOX.c.claimed_by == worker_id,
             _OUTBOX.c.claim_expires > now,
-            _OUTBOX.c.status.in_([s.value for s in CLAIMABLE]),
+            _OUTBOX.c.status.in_([s.value for s in statuses]),
         )
         .values(claim_expires=now + timedelta(seconds=lease_seconds), updated_at=now)
         .returning(_OUTBOX.c.job_id)

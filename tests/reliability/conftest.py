@@ -15,7 +15,9 @@ turns them into docs/reliability.md).
 
 from __future__ import annotations
 
+import abc
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -26,11 +28,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -90,6 +92,46 @@ def write_figures(name: str, figures: dict[str, Any]) -> None:
     path = Path(target)
     path.mkdir(parents=True, exist_ok=True)
     (path / f"{name}.json").write_text(json.dumps(figures, indent=2, sort_keys=True, default=str))
+
+
+class TcpProxy(abc.ABC):
+    """A TCP proxy on a free loopback port (async context manager); subclasses decide, in
+    `_connection`, where each accepted connection goes and how its bytes pass."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @abc.abstractmethod
+    async def _connection(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        """Route one accepted connection (each proxy its own way)."""
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        """Pass bytes on as they come; close the sink when the source ends."""
+        with contextlib.suppress(OSError):
+            while chunk := await source.read(65536):
+                sink.write(chunk)
+                await sink.drain()
+        with contextlib.suppress(OSError, RuntimeError):
+            sink.close()
 
 
 class Connector:

@@ -184,11 +184,22 @@ def render(figures: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+# The sections below this line in OUTPUT.md are written by hand (what a run means, before/after
+# comparisons); a new rendering keeps them as they are.
+HAND_WRITTEN = (
+    "<!-- Written by hand below this line: render.py keeps it when it writes the figures above. -->"
+)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: render.py FIGURES_DIR OUTPUT.md", file=sys.stderr)
         return 2
-    Path(argv[1]).write_text(render(load(Path(argv[0]))))
+    output = Path(argv[1])
+    kept = ""
+    if output.exists() and HAND_WRITTEN in (old := output.read_text()):
+        kept = "\n" + HAND_WRITTEN + old.split(HAND_WRITTEN, 1)[1]
+    output.write_text(render(load(Path(argv[0]))) + kept)
     return 0
 
 

@@ -195,9 +195,9 @@ async def test_crash_during_a_subscription_renewal(world: World, point: str, dat
     await eventually(lambda: subscribed(world), what="subscriptions created")
     before = {s["subscriptionId"] for s in world.bc.subscriptions()}
     world.connector.stop()
-    # The stopped instance's subscription lease (MLC_CLAIM_SECONDS=3) must run out before the next
+    # The stopped instance's subscription lease (MLC_CLAIM_SECONDS) must run out before the next
     # instance's first pass can take it.
-    await asyncio.sleep(3.5)
+    await asyncio.sleep(float(world.connector.env["MLC_CLAIM_SECONDS"]) + 0.5)
     # Renew everything on start (the window is wider than BC's 3-day lifetime), and die mid-renewal.
     world.connector.start(crash=point, extra={"MLC_SUBSCRIPTION_RENEW_BEFORE_HOURS": "100"})
     code = await world.connector.wait_exit()

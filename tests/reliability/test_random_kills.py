@@ -12,15 +12,12 @@ with N times more kills (a longer manual run, docs/reliability.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
-from collections.abc import Coroutine
-from typing import Any
 
 import pytest
 
-from .conftest import SOAK, Connector, World, backend_of, eventually, free_port, write_figures
+from .conftest import SOAK, Connector, TcpProxy, World, backend_of, eventually, free_port, write_figures
 
 pytestmark = pytest.mark.timeout(600 * SOAK)
 
@@ -85,27 +82,14 @@ async def test_random_sigkills_during_a_burst(world: World, database_url: str) -
     )
 
 
-class FrontDoor:
+class FrontDoor(TcpProxy):
     """A TCP balancer on the connector's public port: each connection goes to the next instance that
     accepts it, so BC's notifications and Twilio's callbacks reach whichever instance is up."""
 
     def __init__(self, port: int, upstreams: list[int]) -> None:
-        self.port = port
+        super().__init__(port)
         self.upstreams = upstreams
         self._next = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> FrontDoor:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _connection(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         for _ in range(len(self.upstreams)):
@@ -119,20 +103,6 @@ class FrontDoor:
             self._spawn(self._pipe(upstream_r, client_w))
             return
         client_w.close()  # none is up: the caller sees a refused connection and retries later
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := await source.read(65536):
-                sink.write(chunk)
-                await sink.drain()
-        with contextlib.suppress(OSError, RuntimeError):
-            sink.close()
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
